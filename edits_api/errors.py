@@ -1,0 +1,85 @@
+"""The gateway's one error type and the handlers that turn any error into the OpenAI envelope."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.response import Response
+
+logger = logging.getLogger(__name__)
+
+
+class GatewayError(Exception):
+    """An error answered to the client as {"error": {message, type, param, code}}."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    @property
+    def retryable(self) -> bool:
+        """Whether another attempt (here or at another provider) may succeed."""
+        return self.status in (429, 500, 502, 503, 504) and self.code != "upstream_bad_response"
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JsonResponse:
+        response = JsonResponse(self.body(), status=self.status)
+        for name, value in self.headers.items():
+            response[name] = value
+        return response
+
+
+def invalid(message: str, param: str | None, code: str = "invalid_value") -> GatewayError:
+    return GatewayError(400, message, param=param, code=code)
+
+
+_DRF_CODES = {
+    drf_exceptions.MethodNotAllowed: ("method_not_allowed", "invalid_request_error"),
+    drf_exceptions.UnsupportedMediaType: ("unsupported_media_type", "invalid_request_error"),
+    drf_exceptions.ParseError: ("invalid_request_body", "invalid_request_error"),
+    drf_exceptions.NotFound: ("not_found", "invalid_request_error"),
+    drf_exceptions.Throttled: ("rate_limit_exceeded", "rate_limit_error"),
+}
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's handler: GatewayError and DRF's own errors in the OpenAI shape; the rest logged, 500."""
+    if isinstance(exc, GatewayError):
+        return Response(exc.body(), status=exc.status, headers=exc.headers)
+    if isinstance(exc, drf_exceptions.APIException):
+        code, type_ = _DRF_CODES.get(type(exc), ("invalid_request", "invalid_request_error"))
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        error = GatewayError(exc.status_code, str(detail), type=type_, code=code)
+        return Response(error.body(), status=error.status)
+    logger.exception("unhandled error in %s", context.get("view").__class__.__name__)
+    error = GatewayError(500, "The gateway failed to handle this request.", type="server_error", code="internal_error")
+    return Response(error.body(), status=500)
+
+
+def handler404(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return GatewayError(404, f"No endpoint at {request.path}.", code="not_found").response()
+
+
+def handler500(request: HttpRequest) -> JsonResponse:
+    return GatewayError(
+        500, "The gateway failed to handle this request.", type="server_error", code="internal_error"
+    ).response()

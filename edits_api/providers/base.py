@@ -1,0 +1,85 @@
+"""The small interface every provider adapter implements, over plain dataclasses (no models)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where and how to call one provider; the token is already resolved from ${env.NAME}."""
+
+    provider: str  # catalog key, e.g. "openai"
+    provider_name: str  # display name used in error messages, e.g. "OpenAI"
+    base_url: str  # without trailing slash
+    token: str
+    timeout_s: float  # the whole call's budget
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """An uploaded image, already checked, readable from `path` (spooled to disk) or `data`."""
+
+    filename: str
+    content_type: str  # image/png, image/jpeg or image/webp
+    size: int  # bytes
+    width: int
+    height: int
+    path: str | None = None  # a file on disk; streamed, never read whole into memory
+    data: bytes | None = None  # small uploads that stayed in memory
+
+    def open(self) -> Any:
+        """A fresh binary file object positioned at the start (callers close it)."""
+        import io
+
+        if self.path is not None:
+            return open(self.path, "rb")  # noqa: SIM115 - the caller closes it
+        return io.BytesIO(self.data or b"")
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """An edit (images given) or a generation (no images), with the entity defaults applied."""
+
+    prompt: str
+    model: str
+    images: list[ImageFile] = field(default_factory=list)
+    mask: ImageFile | None = None
+    n: int = 1
+    size: str | None = None
+    quality: str | None = None
+    background: str | None = None
+    style: str | None = None
+    moderation: str | None = None
+    response_format: str | None = None  # what the client wants back: "url" or "b64_json"
+    output_format: str | None = None
+    output_compression: int | None = None
+    input_fidelity: str | None = None
+    user: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    url: str | None = None
+    b64_json: str | None = None
+    revised_prompt: str | None = None
+    content_type: str | None = None  # of the bytes in b64_json, when known
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    created: int
+    items: list[ImageItem]
+    usage: dict[str, Any] | None = None
+
+
+class ProviderAdapter:
+    """One subclass per wire protocol. Failures raise edits_api.errors.GatewayError."""
+
+    def edit(self, connection: Connection, request: ImageRequest) -> ImageResult:
+        raise NotImplementedError
+
+    def generate(self, connection: Connection, request: ImageRequest) -> ImageResult:
+        raise NotImplementedError

@@ -1,0 +1,318 @@
+"""Gateway entities: image models (provider connections), routes and client API keys.
+
+Every rule on an entity lives in its model's `clean()`, so the admin, the importer and any
+service that calls `full_clean()` enforce the same rules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+
+from entities import crypto
+from entities.catalog import PROVIDER_CHOICES, PROVIDERS, provider_can
+
+ENTITY_ID = RegexValidator(r"^[A-Za-z0-9_.:-]+$", "ids may hold letters, digits and _ . : - only")
+ENV_REF = re.compile(r"^\$\{env\.([A-Za-z_][A-Za-z0-9_]*)\}$")
+DEFAULT_TIMEOUT_MS = 180_000
+DEFAULT_MAX_SIZE_UPLOAD = 104_857_600
+
+# Option keys an operator may set, with the type each must have (bool is checked before int).
+_COMMON_OPTIONS: dict[str, type] = {
+    "enabled": bool,
+    "model": str,
+    "n": int,
+    "size": str,
+    "quality": str,
+    "background": str,
+    "response_format": str,
+    "output_format": str,
+    "output_compression": int,
+}
+EDITION_OPTIONS: dict[str, type] = {**_COMMON_OPTIONS, "input_fidelity": str}
+GENERATION_OPTIONS: dict[str, type] = {**_COMMON_OPTIONS, "style": str, "moderation": str}
+_OPTION_VALUES: dict[str, tuple[str, ...]] = {
+    "response_format": ("url", "b64_json"),
+    "output_format": ("png", "jpeg", "webp"),
+    "background": ("transparent", "opaque", "auto"),
+    "input_fidelity": ("high", "low"),
+    "moderation": ("low", "auto"),
+    "style": ("vivid", "natural"),
+}
+
+
+def env_reference(value: str) -> str | None:
+    """The variable name when `value` is written `${env.NAME}`, else None."""
+    match = ENV_REF.match(value.strip())
+    return match.group(1) if match else None
+
+
+def resolve_secret(value: str) -> str:
+    """A literal as is, or the environment value of a `${env.NAME}` reference ('' when unset)."""
+    name = env_reference(value)
+    return os.environ.get(name, "") if name else value
+
+
+def mask_secret(value: str) -> str:
+    """What the admin may show of a secret: env references whole, literals by their last 4."""
+    if not value:
+        return "—"
+    if env_reference(value):
+        return value
+    return "…" + value[-4:] if len(value) > 8 else "…"
+
+
+def validate_options(options: Any, allowed: dict[str, type]) -> None:
+    if not isinstance(options, dict):
+        raise ValidationError("must be an object")
+    errors = []
+    for key, value in options.items():
+        expected = allowed.get(key)
+        if expected is None:
+            errors.append(f"unknown key {key!r} (known: {', '.join(sorted(allowed))})")
+        elif expected is int and (isinstance(value, bool) or not isinstance(value, int)):
+            errors.append(f"{key} must be a whole number")
+        elif not isinstance(value, expected):
+            errors.append(f"{key} must be a {'boolean' if expected is bool else 'string'}")
+        elif key == "n" and not 1 <= value <= 10:
+            errors.append("n must be between 1 and 10")
+        elif key == "output_compression" and not 0 <= value <= 100:
+            errors.append("output_compression must be between 0 and 100")
+        elif key in _OPTION_VALUES and value not in _OPTION_VALUES[key]:
+            errors.append(f"{key} must be one of {', '.join(_OPTION_VALUES[key])}")
+    if errors:
+        raise ValidationError("; ".join(errors))
+
+
+def validate_regex_list(patterns: Any) -> None:
+    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+        raise ValidationError("must be a list of regular expressions")
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValidationError(f"{pattern!r} is not a valid regular expression: {exc}") from None
+
+
+def validate_string_list(values: Any) -> None:
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ValidationError("must be a list of strings")
+
+
+def validate_string_map(values: Any) -> None:
+    if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
+        raise ValidationError("must be an object of strings")
+
+
+_HOST = re.compile(r"^(\*|[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)$")
+
+
+def validate_domains(domains: Any) -> None:
+    if not isinstance(domains, list) or not domains:
+        raise ValidationError("must be a non-empty list of 'host' or 'host/prefix'")
+    for domain in domains:
+        if not isinstance(domain, str):
+            raise ValidationError("each domain must be a string")
+        host, _, prefix = domain.partition("/")
+        if not _HOST.match(host):
+            raise ValidationError(f"{domain!r}: {host!r} is not a host name or '*'")
+        if prefix and not re.match(r"^[A-Za-z0-9._~%!$&'()*+,;=:@/-]+$", prefix):
+            raise ValidationError(f"{domain!r}: the prefix holds characters not allowed in a path")
+        if "//" in domain or domain.endswith("/"):
+            raise ValidationError(f"{domain!r}: write the prefix without empty segments or a trailing '/'")
+
+
+class EncryptedTextField(models.TextField):
+    """Holds a secret encrypted with Fernet in the database, plain in Python."""
+
+    def from_db_value(self, value: str | None, expression: Any, connection: Any) -> str | None:
+        return crypto.decrypt(value) if value else value
+
+    def get_prep_value(self, value: Any) -> Any:
+        value = super().get_prep_value(value)
+        return crypto.encrypt(value) if value else value
+
+
+class ImageModel(models.Model):
+    id = models.CharField(primary_key=True, max_length=200, validators=[ENTITY_ID])
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    tags = models.JSONField(default=list, blank=True, validators=[validate_string_list])
+    metadata = models.JSONField(default=dict, blank=True, validators=[validate_string_map])
+    provider = models.CharField(max_length=32, choices=PROVIDER_CHOICES)
+    base_url = models.URLField(
+        max_length=500, blank=True, default="", help_text="Empty: the provider's default."
+    )
+    token = EncryptedTextField(
+        blank=True,
+        default="",
+        help_text="A literal key (encrypted at rest) or ${env.NAME}, read at call time.",
+    )
+    timeout_ms = models.PositiveIntegerField(default=DEFAULT_TIMEOUT_MS)
+    connection_extra = models.JSONField(
+        default=dict, blank=True, help_text="Provider-specific connection keys (Azure: resource_name, ...)."
+    )
+    generation = models.JSONField(default=dict, blank=True)
+    edition = models.JSONField(default=dict, blank=True)
+    models_include = models.JSONField(default=list, blank=True, validators=[validate_regex_list])
+    models_exclude = models.JSONField(default=list, blank=True, validators=[validate_regex_list])
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = "image model"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"
+
+    @property
+    def edition_enabled(self) -> bool:
+        return bool(self.edition.get("enabled", False))
+
+    @property
+    def generation_enabled(self) -> bool:
+        return bool(self.generation.get("enabled", False))
+
+    @property
+    def effective_base_url(self) -> str:
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        default = PROVIDERS[self.provider].default_base_url
+        return default.format(**{k: self.connection_extra.get(k, "") for k in ("resource_name",)})
+
+    def clean(self) -> None:
+        errors: dict[str, list[str]] = {}
+        provider = PROVIDERS.get(self.provider)
+        for field, options, allowed, operation in (
+            ("edition", self.edition, EDITION_OPTIONS, "edition"),
+            ("generation", self.generation, GENERATION_OPTIONS, "generation"),
+        ):
+            try:
+                validate_options(options, allowed)
+            except ValidationError as exc:
+                errors.setdefault(field, []).extend(exc.messages)
+                continue
+            if provider and options.get("enabled") and not provider_can(provider.key, operation):
+                verb = "edit images" if operation == "edition" else "generate images"
+                errors.setdefault(field, []).append(
+                    f"{provider.name} ({provider.key}) cannot {verb}: {field}.enabled must stay false"
+                )
+        if not isinstance(self.connection_extra, dict):
+            errors["connection_extra"] = ["must be an object"]
+        elif provider:
+            unknown = set(self.connection_extra) - set(provider.extra_connection_keys)
+            if unknown:
+                errors["connection_extra"] = [
+                    f"{provider.name} takes no connection key {', '.join(sorted(unknown))}"
+                ]
+            elif provider.key == "azure-openai" and not self.base_url:
+                if not self.connection_extra.get("resource_name"):
+                    errors["connection_extra"] = ["Azure OpenAI needs resource_name (or a base_url)"]
+        if self.timeout_ms is not None and not 1 <= self.timeout_ms <= 3_600_000:
+            errors["timeout_ms"] = ["the timeout must be between 1 ms and one hour"]
+        if errors:
+            raise ValidationError(errors)
+
+
+class Route(models.Model):
+    """A frontend (hosts and path prefixes) and the plugins that serve it."""
+
+    id = models.CharField(primary_key=True, max_length=200, validators=[ENTITY_ID])
+    name = models.CharField(max_length=200)
+    enabled = models.BooleanField(default=True)
+    domains = models.JSONField(
+        validators=[validate_domains],
+        help_text="'host' or 'host/prefix' entries; '*' matches any host.",
+    )
+    # The images-edit plugin: null = absent from the route.
+    edit_plugin_enabled = models.BooleanField(null=True, blank=True, verbose_name="edit plugin")
+    max_size_upload = models.PositiveBigIntegerField(default=DEFAULT_MAX_SIZE_UPLOAD)
+    edit_fallback = models.BooleanField(default=True)
+    # The images-generation plugin: null = absent from the route.
+    generation_plugin_enabled = models.BooleanField(null=True, blank=True, verbose_name="generation plugin")
+    generation_decode = models.BooleanField(default=False)
+    generation_fallback = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"
+
+    def clean(self) -> None:
+        if self.max_size_upload is not None and self.max_size_upload < 1:
+            raise ValidationError({"max_size_upload": "must be a positive number of bytes"})
+
+    def ref_ids(self, plugin: str) -> list[str]:
+        return [ref.image_model_id for ref in self.refs.all() if ref.plugin == plugin]
+
+
+class RouteRef(models.Model):
+    """One image model in a plugin's ordered `refs`."""
+
+    EDIT = "edit"
+    GENERATION = "generation"
+    PLUGIN_CHOICES = [(EDIT, "images edit"), (GENERATION, "images generation")]
+
+    route = models.ForeignKey(Route, on_delete=models.CASCADE, related_name="refs")
+    plugin = models.CharField(max_length=16, choices=PLUGIN_CHOICES)
+    image_model = models.ForeignKey(ImageModel, on_delete=models.PROTECT, related_name="route_refs")
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["plugin", "position", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["route", "plugin", "image_model"], name="unique_ref_per_plugin"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.plugin} #{self.position}: {self.image_model_id}"
+
+
+def hash_secret(secret: str) -> str:
+    # Client keys are long random strings, so one SHA-256 is enough and keeps the lookup O(1).
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class ApiKey(models.Model):
+    id = models.CharField(primary_key=True, max_length=200, validators=[ENTITY_ID])
+    name = models.CharField(max_length=200)
+    enabled = models.BooleanField(default=True)
+    secret_hash = models.CharField(max_length=64, unique=True, editable=False)
+    secret_hint = models.CharField(max_length=8, blank=True, editable=False)
+    routes = models.ManyToManyField(Route, related_name="api_keys", blank=True)
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    images_per_day = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"
+
+    def set_secret(self, secret: str) -> None:
+        if len(secret) < 16:
+            raise ValidationError({"secret": "a key secret must be at least 16 characters"})
+        self.secret_hash = hash_secret(secret)
+        self.secret_hint = "…" + secret[-4:]
+
+    def clean(self) -> None:
+        if not self.secret_hash:
+            raise ValidationError({"secret": "a key needs a secret"})
+        for field in ("requests_per_minute", "images_per_day"):
+            if getattr(self, field) == 0:
+                raise ValidationError({field: "must be at least 1 (leave empty for no limit)"})
