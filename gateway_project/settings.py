@@ -132,6 +132,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 200
 DATA_UPLOAD_MAX_NUMBER_FILES = 32
 
+# How long a worker serves routes and entities from its in-process snapshot before re-reading.
+ROUTE_CACHE_SECONDS = env.float("ROUTE_CACHE_SECONDS", default=1.0)
+
 # Lifetime of the signed image URLs the gateway hands out for response_format=url.
 SIGNED_URL_MAX_AGE = _positive_int("SIGNED_URL_MAX_AGE", 3600)
 

@@ -29,6 +29,7 @@ class ImageFile:
     height: int
     path: str | None = None  # a file on disk; streamed, never read whole into memory
     data: bytes | None = None  # small uploads that stayed in memory
+    has_alpha: bool = False
 
     def open(self) -> Any:
         """A fresh binary file object positioned at the start (callers close it)."""
