@@ -1,0 +1,580 @@
+"""Import and export of entities in their Otoroshi-style JSON form (spec section 1).
+
+The importer only checks the JSON's shape; every rule on an entity is the model's `full_clean()`,
+so a file is held to exactly what the admin enforces.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.db import DatabaseError, models, transaction
+
+from entities.models import (
+    DEFAULT_MAX_SIZE_UPLOAD,
+    DEFAULT_TIMEOUT_MS,
+    ApiKey,
+    ImageModel,
+    Route,
+    RouteRef,
+    env_reference,
+)
+
+_PLUGIN_NS = "cp:otoroshi_plugins.com.cloud.apim.otoroshi.extensions.aigateway.plugins."
+EDIT_PLUGIN = _PLUGIN_NS + "OpenAICompatImagesEdit"
+GENERATION_PLUGIN = _PLUGIN_NS + "OpenAICompatImagesGen"
+
+# Config keys each plugin accepts, with their JSON type; `refs` is checked on its own.
+_PLUGIN_CONFIG: dict[str, dict[str, type]] = {
+    EDIT_PLUGIN: {"refs": list, "max_size_upload": int, "fallback": bool},
+    GENERATION_PLUGIN: {"refs": list, "decode": bool, "fallback": bool},
+}
+_PLUGIN_KIND = {EDIT_PLUGIN: RouteRef.EDIT, GENERATION_PLUGIN: RouteRef.GENERATION}
+
+# Where each model field sits in the JSON, so an error names what the operator wrote.
+_IMAGE_MODEL_PATHS = {
+    "base_url": "config.connection.base_url",
+    "token": "config.connection.token",
+    "timeout_ms": "config.connection.timeout",
+    "connection_extra": "config.connection",
+    "generation": "config.options.generation",
+    "edition": "config.options.edition",
+    "models_include": "models.include",
+    "models_exclude": "models.exclude",
+}
+_API_KEY_PATHS = {
+    "secret_hash": "secret",
+    "requests_per_minute": "rate_limit.requests_per_minute",
+    "images_per_day": "rate_limit.images_per_day",
+}
+# Fields that say nothing about the entity itself; an import that changes only these is a no-op.
+_BOOKKEEPING = {"created_at", "updated_at"}
+
+
+class ImportFailed(Exception):
+    """A file was refused; nothing was written. One line per problem, each naming entity and field."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(errors))
+
+
+@dataclass
+class ImportSummary:
+    image_models: int = 0
+    routes: int = 0
+    api_keys: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    def count(self, outcome: Literal["created", "updated", "unchanged"]) -> None:
+        setattr(self, outcome, getattr(self, outcome) + 1)
+
+    def __str__(self) -> str:
+        outcomes = f"{self.created} created, {self.updated} updated"
+        if self.unchanged:
+            outcomes += f", {self.unchanged} unchanged"
+        return (
+            f"imported {_plural(self.image_models, 'image model')}, {_plural(self.routes, 'route')}, "
+            f"{_plural(self.api_keys, 'API key')} ({outcomes})"
+        )
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+# --- JSON shape ---------------------------------------------------------------------------------
+
+_JSON_TYPE_NAMES = {
+    str: "a string",
+    int: "a whole number",
+    bool: "true or false",
+    list: "a list",
+    dict: "an object",
+}
+
+
+class _Problems:
+    """Collects the errors of one import, each prefixed with the entity it belongs to."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def add(self, where: str, path: str, message: str) -> None:
+        self.errors.append(f"{where}: {path}: {message}" if path else f"{where}: {message}")
+
+    def add_validation(self, where: str, exc: ValidationError, paths: Callable[[str], str]) -> None:
+        if not hasattr(exc, "error_dict"):
+            self.add(where, "", "; ".join(exc.messages))
+            return
+        for name, messages in exc.message_dict.items():
+            self.add(where, "" if name == NON_FIELD_ERRORS else paths(name), "; ".join(messages))
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise ImportFailed(self.errors)
+
+
+def _is(value: Any, expected: type) -> bool:
+    # JSON true/false are Python ints; a count written `true` is a mistake, not 1.
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+def _object(
+    problems: _Problems,
+    where: str,
+    path: str,
+    value: Any,
+    keys: dict[str, type],
+    required: Iterable[str] = (),
+    other_keys: type | None = None,
+) -> dict[str, Any] | None:
+    """`value` when it is an object whose keys are known and of the right JSON types, else None.
+
+    With `other_keys`, keys not in `keys` are let through when their values have that type.
+    """
+    if not isinstance(value, dict):
+        problems.add(where, path, "must be an object")
+        return None
+    ok = True
+    prefix = f"{path}." if path else ""
+    for key in required:
+        if key not in value:
+            problems.add(where, prefix + key, "is required")
+            ok = False
+    for key, item in value.items():
+        expected = keys.get(key, other_keys)
+        if expected is None:
+            problems.add(where, prefix + key, f"unknown key (known: {', '.join(sorted(keys))})")
+            ok = False
+        elif not _is(item, expected):
+            problems.add(where, prefix + key, f"must be {_JSON_TYPE_NAMES[expected]}")
+            ok = False
+    return value if ok else None
+
+
+def _entities(problems: _Problems, data: dict[str, Any], kind: str) -> list[tuple[str, dict[str, Any]]]:
+    """The well-shaped objects of one top-level list, each with the label errors use for it."""
+    items = data.get(kind, [])
+    if not isinstance(items, list):
+        problems.add(kind, "", "must be a list")
+        return []
+    seen: set[str] = set()
+    found = []
+    for index, item in enumerate(items):
+        where = f"{kind}[{index}]"
+        if isinstance(item, dict) and isinstance(item.get("id"), str):
+            where += f" ({item['id']})"
+            if item["id"] in seen:
+                problems.add(where, "id", f"appears more than once in {kind}")
+                continue
+            seen.add(item["id"])
+        found.append((where, item))
+    return found
+
+
+def _paths(mapping: dict[str, str]) -> Callable[[str], str]:
+    return lambda name: mapping.get(name, name)
+
+
+def _valid_id(problems: _Problems, where: str, model: type[models.Model], value: str) -> bool:
+    # The id field's own validators, run before the id is used in a query.
+    id_field = model._meta.get_field("id")
+    assert isinstance(id_field, models.Field)
+    try:
+        id_field.clean(value, None)
+    except ValidationError as exc:
+        problems.add(where, "id", "; ".join(exc.messages))
+        return False
+    return True
+
+
+def _snapshot(instance: models.Model) -> dict[str, Any]:
+    return {
+        f.attname: getattr(instance, f.attname)
+        for f in instance._meta.concrete_fields
+        if f.name not in _BOOKKEEPING
+    }
+
+
+# --- import ---------------------------------------------------------------------------------------
+
+_IMAGE_MODEL_KEYS: dict[str, type] = {
+    "id": str,
+    "name": str,
+    "description": str,
+    "tags": list,
+    "metadata": dict,
+    "provider": str,
+    "config": dict,
+    "models": dict,
+}
+_CONNECTION_KEYS: dict[str, type] = {"base_url": str, "token": str, "timeout": int}
+
+
+def _import_image_model(problems: _Problems, where: str, item: Any, summary: ImportSummary) -> None:
+    entity = _object(problems, where, "", item, _IMAGE_MODEL_KEYS, required=("id", "provider"))
+    if entity is None:
+        return
+    config = _object(
+        problems, where, "config", entity.get("config", {}), {"connection": dict, "options": dict}
+    )
+    selection = _object(
+        problems, where, "models", entity.get("models", {}), {"include": list, "exclude": list}
+    )
+    if config is None or selection is None:
+        return
+    # Provider extras (Azure's resource_name, ...) pass through; the model refuses those it does not take.
+    connection = _object(
+        problems, where, "config.connection", config.get("connection", {}), _CONNECTION_KEYS, other_keys=str
+    )
+    options = _object(
+        problems, where, "config.options", config.get("options", {}), {"generation": dict, "edition": dict}
+    )
+    if connection is None or options is None or not _valid_id(problems, where, ImageModel, entity["id"]):
+        return
+
+    instance = ImageModel.objects.filter(pk=entity["id"]).first()
+    created = instance is None
+    if instance is None:
+        instance = ImageModel(id=entity["id"])
+    before = _snapshot(instance)
+    instance.name = entity.get("name", "")
+    instance.description = entity.get("description", "")
+    instance.tags = entity.get("tags", [])
+    instance.metadata = entity.get("metadata", {})
+    instance.provider = entity["provider"]
+    instance.base_url = connection.get("base_url", "")
+    if "token" in connection:  # absent: the stored token stays (exports leave literal tokens out)
+        instance.token = connection["token"]
+    instance.timeout_ms = connection.get("timeout", DEFAULT_TIMEOUT_MS)
+    instance.connection_extra = {k: v for k, v in connection.items() if k not in _CONNECTION_KEYS}
+    instance.generation = options.get("generation", {})
+    instance.edition = options.get("edition", {})
+    instance.models_include = selection.get("include", [])
+    instance.models_exclude = selection.get("exclude", [])
+    try:
+        instance.full_clean()
+    except ValidationError as exc:
+        problems.add_validation(where, exc, _paths(_IMAGE_MODEL_PATHS))
+        return
+    summary.image_models += 1
+    if created or _snapshot(instance) != before:
+        instance.save()
+        summary.count("created" if created else "updated")
+    else:
+        summary.count("unchanged")
+
+
+_ROUTE_KEYS: dict[str, type] = {"id": str, "name": str, "enabled": bool, "frontend": dict, "plugins": list}
+_PLUGIN_KEYS: dict[str, type] = {"enabled": bool, "plugin": str, "config": dict}
+
+
+def _import_route(problems: _Problems, where: str, item: Any, summary: ImportSummary) -> None:
+    entity = _object(problems, where, "", item, _ROUTE_KEYS, required=("id",))
+    if entity is None:
+        return
+    frontend = _object(problems, where, "frontend", entity.get("frontend", {}), {"domains": list})
+    if frontend is None or not _valid_id(problems, where, Route, entity["id"]):
+        return
+
+    instance = Route.objects.filter(pk=entity["id"]).first()
+    created = instance is None
+    if instance is None:
+        instance = Route(id=entity["id"])
+    before = _snapshot(instance)
+    refs_before = (
+        []
+        if created
+        else [(r.plugin, r.image_model_id) for r in instance.refs.order_by("plugin", "position")]
+    )
+    instance.name = entity.get("name", "")
+    instance.enabled = entity.get("enabled", True)
+    instance.domains = frontend.get("domains", [])
+    # A plugin left out of the file is absent from the route: its fields go back to their defaults.
+    instance.edit_plugin_enabled = None
+    instance.max_size_upload = DEFAULT_MAX_SIZE_UPLOAD
+    instance.edit_fallback = True
+    instance.generation_plugin_enabled = None
+    instance.generation_decode = False
+    instance.generation_fallback = True
+
+    paths = {"domains": "frontend.domains"}
+    refs: list[tuple[str, int, str, str]] = []  # (plugin kind, position, image model id, JSON path)
+    shape_ok = True
+    seen_plugins: set[str] = set()
+    for index, plugin in enumerate(entity.get("plugins", [])):
+        at = f"plugins[{index}]"
+        block = _object(problems, where, at, plugin, _PLUGIN_KEYS, required=("plugin",))
+        if block is None:
+            shape_ok = False
+            continue
+        if block["plugin"] not in _PLUGIN_CONFIG:
+            known = ", ".join(sorted(_PLUGIN_CONFIG))
+            problems.add(where, f"{at}.plugin", f"unknown plugin {block['plugin']!r} (known: {known})")
+            shape_ok = False
+            continue
+        if block["plugin"] in seen_plugins:
+            problems.add(where, f"{at}.plugin", "appears more than once on this route")
+            shape_ok = False
+            continue
+        seen_plugins.add(block["plugin"])
+        config = _object(
+            problems, where, f"{at}.config", block.get("config", {}), _PLUGIN_CONFIG[block["plugin"]]
+        )
+        if config is None:
+            shape_ok = False
+            continue
+        kind = _PLUGIN_KIND[block["plugin"]]
+        for position, ref in enumerate(config.get("refs", [])):
+            if not isinstance(ref, str):
+                problems.add(where, f"{at}.config.refs[{position}]", "must be an image model id (a string)")
+                shape_ok = False
+            else:
+                refs.append((kind, position, ref, f"{at}.config.refs[{position}]"))
+        enabled = block.get("enabled", True)
+        if kind == RouteRef.EDIT:
+            instance.edit_plugin_enabled = enabled
+            instance.max_size_upload = config.get("max_size_upload", DEFAULT_MAX_SIZE_UPLOAD)
+            instance.edit_fallback = config.get("fallback", True)
+            paths["max_size_upload"] = f"{at}.config.max_size_upload"
+        else:
+            instance.generation_plugin_enabled = enabled
+            instance.generation_decode = config.get("decode", False)
+            instance.generation_fallback = config.get("fallback", True)
+    if not shape_ok:
+        return
+    reported = len(problems.errors)
+    try:
+        instance.full_clean()
+    except ValidationError as exc:
+        problems.add_validation(where, exc, _paths(paths))
+    # This file's image models are saved by now, so the database answers for both.
+    existing = set(ImageModel.objects.filter(pk__in={m for _, _, m, _ in refs}).values_list("pk", flat=True))
+    for _, _, model_id, path in refs:
+        if model_id not in existing:
+            problems.add(where, path, f"no image model {model_id!r} in the database or this file")
+    if len(problems.errors) > reported:
+        return
+
+    summary.routes += 1
+    refs.sort(key=lambda r: (r[0], r[1]))
+    changed = created or _snapshot(instance) != before or refs_before != [(k, m) for k, _, m, _ in refs]
+    if not changed:
+        summary.count("unchanged")
+        return
+    instance.save()
+    instance.refs.all().delete()
+    for kind, position, model_id, path in refs:
+        # RouteRef's own validation refuses, say, an image model named twice in one plugin.
+        ref = RouteRef(route=instance, plugin=kind, image_model_id=model_id, position=position)
+        try:
+            ref.full_clean()
+        except ValidationError as exc:
+            problems.add(where, path, "; ".join(exc.messages))
+            continue
+        ref.save()
+    summary.count("created" if created else "updated")
+
+
+_API_KEY_KEYS: dict[str, type] = {
+    "id": str,
+    "name": str,
+    "enabled": bool,
+    "secret": str,
+    "routes": list,
+    "rate_limit": dict,
+}
+_RATE_LIMIT_KEYS: dict[str, type] = {"requests_per_minute": int, "images_per_day": int}
+
+
+def _import_api_key(problems: _Problems, where: str, item: Any, summary: ImportSummary) -> None:
+    entity = _object(problems, where, "", item, _API_KEY_KEYS, required=("id",))
+    if entity is None:
+        return
+    limits = _object(problems, where, "rate_limit", entity.get("rate_limit", {}), _RATE_LIMIT_KEYS)
+    route_ids = entity.get("routes", [])
+    if not all(isinstance(r, str) for r in route_ids):
+        problems.add(where, "routes", "must be a list of route ids (strings)")
+        return
+    if limits is None or not _valid_id(problems, where, ApiKey, entity["id"]):
+        return
+
+    instance = ApiKey.objects.filter(pk=entity["id"]).first()
+    created = instance is None
+    if instance is None:
+        instance = ApiKey(id=entity["id"])
+    before = _snapshot(instance)
+    routes_before = set() if created else {r.id for r in instance.routes.all()}
+    instance.name = entity.get("name", "")
+    instance.enabled = entity.get("enabled", True)
+    instance.requests_per_minute = limits.get("requests_per_minute")
+    instance.images_per_day = limits.get("images_per_day")
+    reported = len(problems.errors)
+    secret_refused = False
+    if "secret" in entity:  # absent: the stored hash stays (exports never carry secrets)
+        secret = entity["secret"]
+        name = env_reference(secret)
+        try:
+            if name:
+                # Unlike provider tokens, only the hash is kept, so the reference is read now.
+                secret = os.environ.get(name, "")
+                if not secret:
+                    raise ValidationError({"secret": f"${{env.{name}}} is not set in the environment"})
+            instance.set_secret(secret)
+        except ValidationError as exc:
+            problems.add_validation(where, exc, _paths(_API_KEY_PATHS))
+            secret_refused = True
+    try:
+        # Without a hash, clean() says the key needs a secret; the blank hash would say it twice.
+        instance.full_clean(exclude=None if instance.secret_hash else ["secret_hash"])
+    except ValidationError as exc:
+        if secret_refused:  # already said above, in better words
+            exc = ValidationError({k: v for k, v in exc.error_dict.items() if k != "secret"})
+        problems.add_validation(where, exc, _paths(_API_KEY_PATHS))
+    existing_routes = set(Route.objects.filter(pk__in=route_ids).values_list("pk", flat=True))
+    missing = [r for r in route_ids if r not in existing_routes]
+    if missing:
+        problems.add(
+            where, "routes", f"no route {', '.join(map(repr, missing))} in the database or this file"
+        )
+    if len(problems.errors) > reported:
+        return
+
+    summary.api_keys += 1
+    if not created and _snapshot(instance) == before and routes_before == set(route_ids):
+        summary.count("unchanged")
+        return
+    instance.save()
+    instance.routes.set(route_ids)
+    summary.count("created" if created else "updated")
+
+
+def entities_import(*, data: dict[str, Any]) -> ImportSummary:
+    """Upsert the file's image models, routes and API keys by id: all of them, or nothing."""
+    problems = _Problems()
+    document = _object(problems, "file", "", data, {"image_models": list, "routes": list, "api_keys": list})
+    problems.raise_if_any()
+    assert document is not None
+    phases: list[tuple[str, Callable[[_Problems, str, Any, ImportSummary], None]]] = [
+        ("image_models", _import_image_model),
+        ("routes", _import_route),
+        ("api_keys", _import_api_key),
+    ]
+    batches = [(_entities(problems, document, kind), step) for kind, step in phases]
+    problems.raise_if_any()
+    summary = ImportSummary()
+    with transaction.atomic():
+        # Routes name image models and keys name routes, so each kind is written before the next
+        # is checked; after a kind with errors, the next ones would only repeat them as missing refs.
+        for entities, step in batches:
+            for where, item in entities:
+                try:
+                    step(problems, where, item, summary)
+                except DatabaseError as exc:
+                    # The transaction cannot go on after a database error (PostgreSQL aborts it).
+                    problems.add(where, "", f"the database refused it: {exc}")
+                    problems.raise_if_any()
+            problems.raise_if_any()
+    return summary
+
+
+# --- export ---------------------------------------------------------------------------------------
+
+
+def _export_image_model(model: ImageModel, *, with_secrets: bool) -> dict[str, Any]:
+    connection: dict[str, Any] = {}
+    if model.base_url:
+        connection["base_url"] = model.base_url
+    if model.token and (with_secrets or env_reference(model.token)):
+        connection["token"] = model.token
+    connection["timeout"] = model.timeout_ms
+    connection.update(sorted(model.connection_extra.items()))
+    return {
+        "id": model.id,
+        "name": model.name,
+        "description": model.description,
+        "tags": list(model.tags),
+        "metadata": dict(sorted(model.metadata.items())),
+        "provider": model.provider,
+        "config": {
+            "connection": connection,
+            "options": {
+                "generation": dict(sorted(model.generation.items())),
+                "edition": dict(sorted(model.edition.items())),
+            },
+        },
+        "models": {"include": list(model.models_include), "exclude": list(model.models_exclude)},
+    }
+
+
+def _export_route(route: Route) -> dict[str, Any]:
+    refs: dict[str, list[str]] = {RouteRef.EDIT: [], RouteRef.GENERATION: []}
+    for ref in sorted(route.refs.all(), key=lambda r: (r.position, r.pk)):
+        refs[ref.plugin].append(ref.image_model_id)
+    plugins = []
+    if route.edit_plugin_enabled is not None:
+        plugins.append(
+            {
+                "enabled": route.edit_plugin_enabled,
+                "plugin": EDIT_PLUGIN,
+                "config": {
+                    "refs": refs[RouteRef.EDIT],
+                    "max_size_upload": route.max_size_upload,
+                    "fallback": route.edit_fallback,
+                },
+            }
+        )
+    if route.generation_plugin_enabled is not None:
+        plugins.append(
+            {
+                "enabled": route.generation_plugin_enabled,
+                "plugin": GENERATION_PLUGIN,
+                "config": {
+                    "refs": refs[RouteRef.GENERATION],
+                    "decode": route.generation_decode,
+                    "fallback": route.generation_fallback,
+                },
+            }
+        )
+    return {
+        "id": route.id,
+        "name": route.name,
+        "enabled": route.enabled,
+        "frontend": {"domains": list(route.domains)},
+        "plugins": plugins,
+    }
+
+
+def _export_api_key(key: ApiKey) -> dict[str, Any]:
+    limits = {
+        name: value
+        for name in ("requests_per_minute", "images_per_day")
+        if (value := getattr(key, name)) is not None
+    }
+    return {
+        "id": key.id,
+        "name": key.name,
+        "enabled": key.enabled,
+        "routes": sorted(r.id for r in key.routes.all()),
+        "rate_limit": limits,
+    }
+
+
+def entities_export(*, with_secrets: bool) -> dict[str, Any]:
+    """Every entity in the import form, sorted by id: literal tokens only `with_secrets`, no key secret."""
+    return {
+        "image_models": [
+            _export_image_model(m, with_secrets=with_secrets) for m in ImageModel.objects.order_by("id")
+        ],
+        "routes": [_export_route(r) for r in Route.objects.order_by("id").prefetch_related("refs")],
+        "api_keys": [_export_api_key(k) for k in ApiKey.objects.order_by("id").prefetch_related("routes")],
+    }
