@@ -1,0 +1,250 @@
+"""The operators' admin for image models, routes and API keys.
+
+Every write goes through `entities.services`, so the admin enforces the same rules as the
+importer; secrets are never rendered (tokens cut to their last 4, key secrets shown once).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.forms import ModelForm
+from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
+
+from entities import services
+from entities.forms import (
+    CONNECTION_KEYS,
+    OPTION_GROUPS,
+    ApiKeyForm,
+    ImageModelForm,
+    RouteForm,
+    RouteRefFormSet,
+    option_field_name,
+)
+from entities.models import ApiKey, ImageModel, Route, RouteRef, mask_secret
+
+
+class _OptionEnabledFilter(admin.SimpleListFilter):
+    """Filters on `<group>.enabled` inside a JSON column; a missing key counts as off."""
+
+    group = ""
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("on", "on"), ("off", "off")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        enabled = ImageModel.objects.filter(**{f"{self.group}__enabled": True}).values("pk")
+        if self.value() == "on":
+            return queryset.filter(pk__in=enabled)
+        if self.value() == "off":
+            return queryset.exclude(pk__in=enabled)
+        return queryset
+
+
+class EditingFilter(_OptionEnabledFilter):
+    title = "editing"
+    parameter_name = "editing"
+    group = "edition"
+
+
+class GenerationFilter(_OptionEnabledFilter):
+    title = "generation"
+    parameter_name = "generation"
+    group = "generation"
+
+
+def _option_fieldset(group: str, title: str) -> tuple[str, Any]:
+    return (title, {"fields": [option_field_name(group, key) for key in OPTION_GROUPS[group]]})
+
+
+@admin.register(ImageModel)
+class ImageModelAdmin(admin.ModelAdmin):
+    form = ImageModelForm
+    list_display = ("id", "name", "provider", "editing", "generating", "masked_token")
+    list_filter = ("provider", EditingFilter, GenerationFilter)
+    search_fields = ("id", "name")
+    actions = ("enable_editing", "disable_editing")
+    fieldsets = (
+        (None, {"fields": ["id", "name", "description", "provider"]}),
+        (
+            "Connection",
+            {"fields": ["base_url", "new_token", "clear_token", "timeout_ms", *CONNECTION_KEYS]},
+        ),
+        _option_fieldset("edition", "Editing (options.edition)"),
+        _option_fieldset("generation", "Generation (options.generation)"),
+        (
+            "Models a client may ask for",
+            {
+                "fields": ["models_include", "models_exclude"],
+                "description": "JSON lists of regular expressions over the model name.",
+            },
+        ),
+        ("Labels", {"fields": ["tags", "metadata"], "classes": ["collapse"]}),
+        ("History", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
+    )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ImageModel | None = None) -> list[str]:
+        # The id is the import/export key: changing it here would copy the entity, not rename it.
+        return ["created_at", "updated_at", *(["id"] if obj else [])]
+
+    @admin.display(boolean=True, description="editing")
+    def editing(self, obj: ImageModel) -> bool:
+        return obj.edition_enabled
+
+    @admin.display(boolean=True, description="generation")
+    def generating(self, obj: ImageModel) -> bool:
+        return obj.generation_enabled
+
+    @admin.display(description="token")
+    def masked_token(self, obj: ImageModel) -> str:
+        return mask_secret(obj.token)
+
+    def save_model(self, request: HttpRequest, obj: ImageModel, form: ModelForm, change: bool) -> None:
+        services.image_model_save(image_model=obj)
+
+    @admin.action(description="Enable editing", permissions=["change"])
+    def enable_editing(self, request: HttpRequest, queryset: QuerySet[ImageModel]) -> None:
+        self._set_edition(request, queryset, enabled=True)
+
+    @admin.action(description="Disable editing", permissions=["change"])
+    def disable_editing(self, request: HttpRequest, queryset: QuerySet[ImageModel]) -> None:
+        self._set_edition(request, queryset, enabled=False)
+
+    def _set_edition(self, request: HttpRequest, queryset: QuerySet[ImageModel], *, enabled: bool) -> None:
+        try:
+            result = services.image_models_set_edition(image_models=queryset, enabled=enabled)
+        except ValidationError as exc:
+            self.message_user(request, " ".join(exc.messages), messages.ERROR)
+            return
+        state = "on" if enabled else "off"
+        self.message_user(
+            request,
+            f"Editing turned {state} for {len(result.changed)} image model(s)"
+            + (f"; {len(result.unchanged)} already had it {state}." if result.unchanged else "."),
+            messages.SUCCESS,
+        )
+
+
+class RouteRefInline(admin.TabularInline):
+    model = RouteRef
+    formset = RouteRefFormSet
+    fields = ("plugin", "position", "image_model")
+    ordering = ("plugin", "position", "id")
+    extra = 1
+    verbose_name = "plugin ref"
+    verbose_name_plural = "plugin refs (tried in position order within each plugin)"
+
+
+@admin.register(Route)
+class RouteAdmin(admin.ModelAdmin):
+    form = RouteForm
+    inlines = (RouteRefInline,)
+    list_display = ("id", "name", "enabled", "domain_list", "edit_refs", "generation_refs")
+    list_filter = ("enabled",)
+    search_fields = ("id", "name")
+    fieldsets = (
+        (None, {"fields": ["id", "name", "enabled", "domains"]}),
+        ("Images edit plugin", {"fields": ["edit_plugin_enabled", "max_size_upload", "edit_fallback"]}),
+        (
+            "Images generation plugin",
+            {"fields": ["generation_plugin_enabled", "generation_decode", "generation_fallback"]},
+        ),
+        ("History", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
+    )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Route | None = None) -> list[str]:
+        return ["created_at", "updated_at", *(["id"] if obj else [])]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Route]:
+        return super().get_queryset(request).prefetch_related("refs")
+
+    @admin.display(description="domains")
+    def domain_list(self, obj: Route) -> str:
+        return ", ".join(obj.domains or [])
+
+    @admin.display(description="edit refs")
+    def edit_refs(self, obj: Route) -> str:
+        return _ref_list(obj, RouteRef.EDIT)
+
+    @admin.display(description="generation refs")
+    def generation_refs(self, obj: Route) -> str:
+        return _ref_list(obj, RouteRef.GENERATION)
+
+    def save_model(self, request: HttpRequest, obj: Route, form: ModelForm, change: bool) -> None:
+        services.route_save(route=obj)
+
+
+def _ref_list(route: Route, plugin: str) -> str:
+    ids = route.ref_ids(plugin)
+    return " → ".join(ids) if ids else "—"
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    form = ApiKeyForm
+    list_display = ("id", "name", "enabled", "route_list", "secret_hint", "limits")
+    list_filter = ("enabled",)
+    search_fields = ("id", "name")
+    filter_horizontal = ("routes",)
+    actions = ("regenerate_secret",)
+    fieldsets = (
+        (None, {"fields": ["id", "name", "enabled", "secret_hint", "routes"]}),
+        ("Rate limits", {"fields": ["requests_per_minute", "images_per_day"]}),
+        ("History", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
+    )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+        return ["secret_hint", "created_at", "updated_at", *(["id"] if obj else [])]
+
+    def get_fieldsets(self, request: HttpRequest, obj: ApiKey | None = None) -> Any:
+        if obj is None:
+            # Nothing to hint at before the secret exists; it is generated on save.
+            return [
+                (
+                    None,
+                    {
+                        "fields": ["id", "name", "enabled", "routes"],
+                        "description": "The secret is generated when you save and shown once.",
+                    },
+                ),
+                ("Rate limits", {"fields": ["requests_per_minute", "images_per_day"]}),
+            ]
+        return super().get_fieldsets(request, obj)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ApiKey]:
+        return super().get_queryset(request).prefetch_related("routes")
+
+    @admin.display(description="routes")
+    def route_list(self, obj: ApiKey) -> str:
+        return ", ".join(route.pk for route in obj.routes.all()) or "—"
+
+    @admin.display(description="limits")
+    def limits(self, obj: ApiKey) -> str:
+        parts = []
+        if obj.requests_per_minute:
+            parts.append(f"{obj.requests_per_minute}/min")
+        if obj.images_per_day:
+            parts.append(f"{obj.images_per_day} images/day")
+        return ", ".join(parts) or "none"
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: ModelForm, change: bool) -> None:
+        services.api_key_save(api_key=obj)
+        issued = getattr(form, "issued_secret", None)
+        if not change and issued:
+            self.message_user(request, _secret_message({obj.pk: issued}), messages.WARNING)
+
+    @admin.action(description="Regenerate secret", permissions=["change"])
+    def regenerate_secret(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        issued = services.api_keys_regenerate_secrets(api_keys=queryset)
+        self.message_user(request, _secret_message(issued), messages.WARNING)
+
+
+def _secret_message(issued: dict[str, str]) -> str:
+    return format_html(
+        "Copy now, it will not be shown again (only its hash is stored): {}",
+        format_html_join("; ", "API key {}: <code>{}</code>", issued.items()),
+    )

@@ -1,0 +1,389 @@
+"""The admin as operators use it: through the test client, logged in as a staff superuser."""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Any
+
+import pytest
+from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.urls import path, reverse
+
+from entities.models import ApiKey, ImageModel, Route, RouteRef, hash_secret
+
+# This module is its own URLconf: the admin is tested apart from the API views' imports.
+urlpatterns = [path("admin/", admin.site.urls)]
+pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
+
+TOKEN = "sk-test-literal-abcdefghijklmnop-WXYZ"
+
+
+@pytest.fixture
+def openai_model() -> ImageModel:
+    return ImageModel.objects.create(
+        id="img-openai",
+        name="OpenAI images",
+        provider="openai",
+        token=TOKEN,
+        edition={"enabled": False, "model": "gpt-image-1"},
+        generation={"enabled": True},
+    )
+
+
+@pytest.fixture
+def azure_model() -> ImageModel:
+    return ImageModel.objects.create(
+        id="img-azure",
+        name="Azure images",
+        provider="azure-openai",
+        token="${env.AZURE_OPENAI_KEY}",
+        connection_extra={"resource_name": "res", "deployment_id": "gpt-image-1"},
+        generation={"enabled": True},
+    )
+
+
+def _image_model_form(**overrides: Any) -> dict[str, Any]:
+    """A complete change-form POST for an image model, all options empty."""
+    data: dict[str, Any] = {
+        "name": "OpenAI images",
+        "description": "",
+        "provider": "openai",
+        "base_url": "",
+        "new_token": "",
+        "timeout_ms": "180000",
+        "resource_name": "",
+        "deployment_id": "",
+        "api_version": "",
+        "models_include": "[]",
+        "models_exclude": "[]",
+        "tags": "[]",
+        "metadata": "{}",
+    }
+    for group, keys in {
+        "edition": [
+            "model",
+            "n",
+            "size",
+            "quality",
+            "background",
+            "response_format",
+            "output_format",
+            "output_compression",
+            "input_fidelity",
+        ],
+        "generation": [
+            "model",
+            "n",
+            "size",
+            "quality",
+            "style",
+            "background",
+            "moderation",
+            "response_format",
+            "output_format",
+            "output_compression",
+        ],
+    }.items():
+        for key in keys:
+            data[f"{group}_{key}"] = ""
+    data.update(overrides)
+    return {k: v for k, v in data.items() if v is not False}
+
+
+def _changelist(model: str) -> str:
+    return reverse(f"admin:entities_{model}_changelist")
+
+
+def _change(model: str, pk: str) -> str:
+    return reverse(f"admin:entities_{model}_change", args=[pk])
+
+
+@pytest.mark.parametrize("model", ["imagemodel", "route", "apikey"])
+def test_list_and_add_pages_render_for_every_entity(admin_client, openai_model, model):
+    Route.objects.create(id="r1", name="R1", domains=["a.example.com"])
+    ApiKey.objects.create(id="k1", name="K1", secret_hash="0" * 64, secret_hint="…abcd")
+
+    assert admin_client.get(_changelist(model)).status_code == 200
+    assert admin_client.get(reverse(f"admin:entities_{model}_add")).status_code == 200
+
+
+def test_list_filters_on_editing_flag_inside_json(admin_client, openai_model, azure_model):
+    ImageModel.objects.create(id="img-bare", name="Bare", provider="gemini")
+    openai_model.edition = {"enabled": True}
+    openai_model.save()
+
+    on = admin_client.get(_changelist("imagemodel"), {"editing": "on"})
+    off = admin_client.get(_changelist("imagemodel"), {"editing": "off"})
+
+    assert [m.pk for m in on.context["cl"].result_list] == ["img-openai"]
+    assert [m.pk for m in off.context["cl"].result_list] == ["img-azure", "img-bare"]
+
+
+def test_enable_editing_action_turns_edition_on(admin_client, openai_model):
+    response = admin_client.post(
+        _changelist("imagemodel"),
+        {"action": "enable_editing", "_selected_action": [openai_model.pk]},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    openai_model.refresh_from_db()
+    assert openai_model.edition == {"enabled": True, "model": "gpt-image-1"}
+
+    admin_client.post(
+        _changelist("imagemodel"), {"action": "disable_editing", "_selected_action": [openai_model.pk]}
+    )
+    openai_model.refresh_from_db()
+    assert openai_model.edition["enabled"] is False
+
+
+def test_enable_editing_refuses_whole_selection_when_one_provider_cannot_edit(
+    admin_client, openai_model, azure_model
+):
+    response = admin_client.post(
+        _changelist("imagemodel"),
+        {"action": "enable_editing", "_selected_action": [openai_model.pk, azure_model.pk]},
+        follow=True,
+    )
+
+    assert "cannot edit images: img-azure (Azure OpenAI)" in response.content.decode()
+    openai_model.refresh_from_db()
+    azure_model.refresh_from_db()
+    assert openai_model.edition == {"enabled": False, "model": "gpt-image-1"}
+    assert azure_model.edition == {}
+
+
+def test_token_is_masked_on_list_and_change_pages(admin_client, openai_model, azure_model):
+    listing = admin_client.get(_changelist("imagemodel")).content.decode()
+    change = admin_client.get(_change("imagemodel", openai_model.pk)).content.decode()
+
+    for html in (listing, change):
+        assert TOKEN not in html
+        assert "sk-test-literal" not in html
+        assert "…WXYZ" in html
+    assert "${env.AZURE_OPENAI_KEY}" in listing
+
+
+def test_saving_with_empty_token_keeps_the_stored_one_and_clear_removes_it(admin_client, openai_model):
+    url = _change("imagemodel", openai_model.pk)
+
+    response = admin_client.post(url, _image_model_form())
+    assert response.status_code == 302
+    openai_model.refresh_from_db()
+    assert openai_model.token == TOKEN
+
+    admin_client.post(url, _image_model_form(new_token="sk-new-token-0000000001234"))
+    openai_model.refresh_from_db()
+    assert openai_model.token == "sk-new-token-0000000001234"
+
+    admin_client.post(url, _image_model_form(clear_token="on"))
+    openai_model.refresh_from_db()
+    assert openai_model.token == ""
+
+
+def test_structured_option_fields_compose_the_json_and_omit_empty_keys(admin_client, openai_model):
+    response = admin_client.post(
+        _change("imagemodel", openai_model.pk),
+        _image_model_form(
+            edition_enabled="on",
+            edition_model="gpt-image-1",
+            edition_n="2",
+            edition_size="1024x1024",
+            edition_background="transparent",
+            edition_output_compression="80",
+            edition_input_fidelity="high",
+            generation_style="vivid",
+        ),
+    )
+
+    assert response.status_code == 302
+    openai_model.refresh_from_db()
+    assert openai_model.edition == {
+        "enabled": True,
+        "model": "gpt-image-1",
+        "n": 2,
+        "size": "1024x1024",
+        "background": "transparent",
+        "output_compression": 80,
+        "input_fidelity": "high",
+    }
+    assert openai_model.generation == {"enabled": False, "style": "vivid"}
+
+
+def test_change_page_shows_options_as_fields_not_json(admin_client, openai_model):
+    html = admin_client.get(_change("imagemodel", openai_model.pk)).content.decode()
+
+    assert 'name="edition_enabled"' in html
+    assert 'name="edition_model"' in html and 'value="gpt-image-1"' in html
+    assert 'name="generation_moderation"' in html
+    assert 'name="edition"' not in html
+
+
+def test_option_out_of_range_is_shown_on_its_field(admin_client, openai_model):
+    response = admin_client.post(_change("imagemodel", openai_model.pk), _image_model_form(edition_n="11"))
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["edition_n"] == ["n must be between 1 and 10"]
+
+
+def test_enabling_edition_on_azure_through_the_form_shows_the_model_error(admin_client, azure_model):
+    response = admin_client.post(
+        _change("imagemodel", azure_model.pk),
+        _image_model_form(
+            name="Azure images",
+            provider="azure-openai",
+            resource_name="res",
+            deployment_id="gpt-image-1",
+            edition_enabled="on",
+        ),
+    )
+
+    assert response.status_code == 200
+    assert "Azure OpenAI (azure-openai) cannot edit images" in response.content.decode()
+    azure_model.refresh_from_db()
+    assert azure_model.edition == {}
+
+
+def test_azure_connection_fields_are_stored_in_connection_extra(admin_client):
+    response = admin_client.post(
+        reverse("admin:entities_imagemodel_add"),
+        _image_model_form(
+            id="img-azure-new",
+            name="Azure",
+            provider="azure-openai",
+            new_token="${env.AZURE_KEY}",
+            resource_name="my-resource",
+            api_version="2025-04-01-preview",
+            generation_enabled="on",
+        ),
+    )
+
+    assert response.status_code == 302
+    created = ImageModel.objects.get(pk="img-azure-new")
+    assert created.connection_extra == {"resource_name": "my-resource", "api_version": "2025-04-01-preview"}
+    assert created.token == "${env.AZURE_KEY}"
+    assert created.generation == {"enabled": True}
+
+
+def test_creating_an_api_key_shows_the_secret_once_and_stores_only_its_hash(admin_client):
+    Route.objects.create(id="r1", name="R1", domains=["a.example.com"])
+
+    response = admin_client.post(
+        reverse("admin:entities_apikey_add"),
+        {"id": "k1", "name": "Key one", "enabled": "on", "routes": ["r1"], "requests_per_minute": "60"},
+        follow=True,
+    )
+
+    html = response.content.decode()
+    secrets_shown = re.findall(r"gw-[A-Za-z0-9_-]{40,}", html)
+    assert len(secrets_shown) == 1
+    secret = secrets_shown[0]
+    key = ApiKey.objects.get(pk="k1")
+    assert key.secret_hash == hash_secret(secret)
+    assert key.secret_hint == "…" + secret[-4:]
+    assert list(key.routes.values_list("pk", flat=True)) == ["r1"]
+
+    dump = io.StringIO()
+    call_command("dumpdata", stdout=dump)
+    assert secret not in dump.getvalue()
+
+    assert secret not in admin_client.get(_change("apikey", "k1")).content.decode()
+    assert secret not in admin_client.get(_changelist("apikey")).content.decode()
+
+
+def test_regenerate_secret_action_replaces_the_hash_and_shows_the_new_secret(admin_client):
+    key = ApiKey(id="k1", name="K1")
+    key.set_secret("old-secret-0123456789")
+    key.save()
+
+    response = admin_client.post(
+        _changelist("apikey"), {"action": "regenerate_secret", "_selected_action": ["k1"]}, follow=True
+    )
+
+    (secret,) = re.findall(r"gw-[A-Za-z0-9_-]{40,}", response.content.decode())
+    key.refresh_from_db()
+    assert key.secret_hash == hash_secret(secret)
+    assert key.secret_hash != hash_secret("old-secret-0123456789")
+
+
+def test_non_staff_user_is_sent_to_the_admin_login(client):
+    user = get_user_model().objects.create_user("plain", password="not-staff-password")
+    client.force_login(user)
+
+    for model in ("imagemodel", "route", "apikey"):
+        response = client.get(_changelist(model))
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("admin:login"))
+
+
+def _route_form(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "name": "Images",
+        "enabled": "on",
+        "domains": "images.example.com\napi.example.com/v1",
+        "edit_plugin_enabled": "true",
+        "max_size_upload": "1048576",
+        "edit_fallback": "on",
+        "generation_plugin_enabled": "unknown",
+        "generation_fallback": "on",
+        "refs-TOTAL_FORMS": "0",
+        "refs-INITIAL_FORMS": "0",
+        "refs-MIN_NUM_FORMS": "0",
+        "refs-MAX_NUM_FORMS": "1000",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_route_form_saves_domains_and_refs_in_position_order(admin_client, openai_model, azure_model):
+    gemini = ImageModel.objects.create(id="img-gemini", name="Gemini", provider="gemini")
+    refs = [("edit", gemini.pk, 1), ("edit", openai_model.pk, 0), ("generation", azure_model.pk, 0)]
+    data = _route_form(id="route-images", **{"refs-TOTAL_FORMS": str(len(refs))})
+    for i, (plugin, image_model, position) in enumerate(refs):
+        data.update(
+            {
+                f"refs-{i}-plugin": plugin,
+                f"refs-{i}-image_model": image_model,
+                f"refs-{i}-position": str(position),
+            }
+        )
+
+    response = admin_client.post(reverse("admin:entities_route_add"), data)
+
+    assert response.status_code == 302
+    route = Route.objects.get(pk="route-images")
+    assert route.domains == ["images.example.com", "api.example.com/v1"]
+    assert route.edit_plugin_enabled is True
+    assert route.generation_plugin_enabled is None
+    assert route.ref_ids(RouteRef.EDIT) == ["img-openai", "img-gemini"]
+    assert route.ref_ids(RouteRef.GENERATION) == ["img-azure"]
+    listing = admin_client.get(_changelist("route")).content.decode()
+    assert "img-openai → img-gemini" in listing
+
+
+def test_route_form_rejects_bad_domains_with_the_model_message(admin_client):
+    response = admin_client.post(
+        reverse("admin:entities_route_add"), _route_form(id="r-bad", domains="bad host!")
+    )
+
+    assert response.status_code == 200
+    assert "is not a host name" in response.context["adminform"].form.errors["domains"][0]
+    assert not Route.objects.filter(pk="r-bad").exists()
+
+
+def test_route_refs_sharing_a_position_are_refused(admin_client, openai_model):
+    gemini = ImageModel.objects.create(id="img-gemini", name="Gemini", provider="gemini")
+    data = _route_form(id="r1", **{"refs-TOTAL_FORMS": "2"})
+    for i, image_model in enumerate([openai_model.pk, gemini.pk]):
+        data.update(
+            {f"refs-{i}-plugin": "edit", f"refs-{i}-image_model": image_model, f"refs-{i}-position": "0"}
+        )
+
+    response = admin_client.post(reverse("admin:entities_route_add"), data)
+
+    assert response.status_code == 200
+    assert "share position 0" in response.content.decode()
+    assert not Route.objects.filter(pk="r1").exists()
