@@ -71,7 +71,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         error = GatewayError(exc.status_code, str(detail), type=type_, code=code)
         return Response(error.body(), status=error.status)
     logger.exception("unhandled error in %s", context.get("view").__class__.__name__)
-    error = GatewayError(500, "The gateway failed to handle this request.", type="server_error", code="internal_error")
+    error = GatewayError(
+        500, "The gateway failed to handle this request.", type="server_error", code="internal_error"
+    )
     return Response(error.body(), status=500)
 
 

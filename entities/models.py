@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
@@ -72,7 +72,8 @@ def validate_options(options: Any, allowed: dict[str, type]) -> None:
     if not isinstance(options, dict):
         raise ValidationError("must be an object")
     errors = []
-    for key, value in options.items():
+    checked: dict[str, Any] = options
+    for key, value in checked.items():
         expected = allowed.get(key)
         if expected is None:
             errors.append(f"unknown key {key!r} (known: {', '.join(sorted(allowed))})")
@@ -80,9 +81,9 @@ def validate_options(options: Any, allowed: dict[str, type]) -> None:
             errors.append(f"{key} must be a whole number")
         elif not isinstance(value, expected):
             errors.append(f"{key} must be a {'boolean' if expected is bool else 'string'}")
-        elif key == "n" and not 1 <= value <= 10:
+        elif key == "n" and not 1 <= cast(int, value) <= 10:
             errors.append("n must be between 1 and 10")
-        elif key == "output_compression" and not 0 <= value <= 100:
+        elif key == "output_compression" and not 0 <= cast(int, value) <= 100:
             errors.append("output_compression must be between 0 and 100")
         elif key in _OPTION_VALUES and value not in _OPTION_VALUES[key]:
             errors.append(f"{key} must be one of {', '.join(_OPTION_VALUES[key])}")
@@ -110,7 +111,9 @@ def validate_string_map(values: Any) -> None:
         raise ValidationError("must be an object of strings")
 
 
-_HOST = re.compile(r"^(\*|[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)$")
+_HOST = re.compile(
+    r"^(\*|[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)$"
+)
 
 
 def validate_domains(domains: Any) -> None:
@@ -212,9 +215,12 @@ class ImageModel(models.Model):
                 errors["connection_extra"] = [
                     f"{provider.name} takes no connection key {', '.join(sorted(unknown))}"
                 ]
-            elif provider.key == "azure-openai" and not self.base_url:
-                if not self.connection_extra.get("resource_name"):
-                    errors["connection_extra"] = ["Azure OpenAI needs resource_name (or a base_url)"]
+            elif (
+                provider.key == "azure-openai"
+                and not self.base_url
+                and not self.connection_extra.get("resource_name")
+            ):
+                errors["connection_extra"] = ["Azure OpenAI needs resource_name (or a base_url)"]
         if self.timeout_ms is not None and not 1 <= self.timeout_ms <= 3_600_000:
             errors["timeout_ms"] = ["the timeout must be between 1 ms and one hour"]
         if errors:
@@ -271,9 +277,7 @@ class RouteRef(models.Model):
     class Meta:
         ordering = ["plugin", "position", "id"]
         constraints = [
-            models.UniqueConstraint(
-                fields=["route", "plugin", "image_model"], name="unique_ref_per_plugin"
-            )
+            models.UniqueConstraint(fields=["route", "plugin", "image_model"], name="unique_ref_per_plugin")
         ]
 
     def __str__(self) -> str:

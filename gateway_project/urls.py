@@ -2,7 +2,9 @@
 
 from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
-from django.urls import path
+from django.urls import path, re_path
+
+from edits_api import results, views
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -12,4 +14,11 @@ def healthz(request: HttpRequest) -> JsonResponse:
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
+    path("images/<str:token>", results.serve_signed_image, name="signed-image"),
+    # Any route prefix may stand before /v1/...; routing.py decides which route it is.
+    re_path(r"^(?:.*/)?v1/images/edits/?$", views.EditsView.as_view(), name="images-edits"),
 ]
+
+handler404 = "edits_api.errors.handler404"
+handler500 = "edits_api.errors.handler500"

@@ -1,1 +1,3 @@
-"""Shared fixtures: the stand-in provider server and entity factories live in their own modules."""
+"""Shared fixtures: the stand-in provider (tests/standin.py) and the gateway wired to it."""
+
+pytest_plugins = ["tests.standin", "tests.gateway"]

@@ -1,0 +1,42 @@
+"""Client API keys: a route that any key names needs one of its keys."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+
+from edits_api.errors import GatewayError
+from edits_api.routing import KeyInfo, RouteInfo
+from entities.models import hash_secret
+
+
+def presented_secret(request: HttpRequest) -> str | None:
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip() or None
+    return request.META.get("HTTP_API_KEY", "").strip() or None
+
+
+def authenticate(request: HttpRequest, route: RouteInfo) -> KeyInfo | None:
+    """The key used, None on an open route, or 401 when the route's keys do not admit the request."""
+    if not route.requires_key:
+        return None
+    secret = presented_secret(request)
+    if secret is None:
+        raise _unauthorized("This route needs an API key: send 'Authorization: Bearer <key>'.")
+    # Looked up by its SHA-256, so lookup timing tells nothing about the secret itself.
+    key = route.key_hashes.get(hash_secret(secret))
+    if key is None:
+        raise _unauthorized("The API key is not valid for this route.")
+    if not key.enabled:
+        raise _unauthorized("This API key is disabled.")
+    return key
+
+
+def _unauthorized(message: str) -> GatewayError:
+    return GatewayError(
+        401,
+        message,
+        type="invalid_request_error",
+        code="invalid_api_key",
+        headers={"WWW-Authenticate": 'Bearer realm="image-gateway"'},
+    )

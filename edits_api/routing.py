@@ -1,0 +1,124 @@
+"""Which route serves a request (Host + path), and which image models it may use.
+
+The route table is an in-process snapshot of routes, refs, image models and keys, so a request
+costs no query. It is rebuilt at most every ROUTE_CACHE_SECONDS, and at once in this process
+when an entity is saved (signals below), so an admin change reaches every worker within seconds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db.models.signals import m2m_changed, post_delete, post_save
+
+from entities.models import ApiKey, ImageModel, Route, RouteRef
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    id: str
+    enabled: bool
+    requests_per_minute: int | None
+    images_per_day: int | None
+
+
+@dataclass(frozen=True)
+class RouteInfo:
+    route: Route
+    prefix: str  # the matched path prefix without slashes ('' for none)
+    edit_refs: list[ImageModel]
+    generation_refs: list[ImageModel]
+    key_hashes: dict[str, KeyInfo] = field(default_factory=dict)  # secret hash -> key
+
+    @property
+    def requires_key(self) -> bool:
+        return bool(self.key_hashes)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    host: str  # lowercased host or '*'
+    prefix: str
+    info: RouteInfo
+
+
+class RouteTable:
+    def __init__(self, entries: list[_Entry]) -> None:
+        # Longest prefix first, then exact host before '*'.
+        self._entries = sorted(entries, key=lambda e: (-len(e.prefix), e.host == "*"))
+
+    def match(self, host: str, path: str) -> tuple[RouteInfo, str] | None:
+        """The route for this host and path, and the path below its prefix."""
+        host = _bare_host(host)
+        for entry in self._entries:
+            if entry.host != "*" and entry.host != host:
+                continue
+            if not entry.prefix:
+                return entry.info, path
+            base = "/" + entry.prefix
+            if path == base or path.startswith(base + "/"):
+                return entry.info, path[len(base) :] or "/"
+        return None
+
+
+def _bare_host(host: str) -> str:
+    host = host.strip().lower()
+    if host.startswith("["):  # [::1]:8000
+        return host[: host.find("]") + 1]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _build() -> RouteTable:
+    models = {m.id: m for m in ImageModel.objects.all()}
+    refs: dict[tuple[str, str], list[ImageModel]] = {}
+    for ref in RouteRef.objects.order_by("position", "id"):
+        refs.setdefault((ref.route_id, ref.plugin), []).append(models[ref.image_model_id])
+    keys: dict[str, dict[str, KeyInfo]] = {}
+    for key in ApiKey.objects.prefetch_related("routes"):
+        key_info = KeyInfo(key.id, key.enabled, key.requests_per_minute, key.images_per_day)
+        for route in key.routes.all():
+            keys.setdefault(route.id, {})[key.secret_hash] = key_info
+    entries = []
+    for route in Route.objects.filter(enabled=True):
+        for domain in route.domains:
+            host, _, prefix = domain.partition("/")
+            info = RouteInfo(
+                route=route,
+                prefix=prefix.strip("/"),
+                edit_refs=refs.get((route.id, RouteRef.EDIT), []),
+                generation_refs=refs.get((route.id, RouteRef.GENERATION), []),
+                key_hashes=keys.get(route.id, {}),
+            )
+            entries.append(_Entry(host.lower(), info.prefix, info))
+    return RouteTable(entries)
+
+
+_lock = threading.Lock()
+_table: RouteTable | None = None
+_built_at = 0.0
+
+
+def route_table() -> RouteTable:
+    global _table, _built_at
+    table = _table
+    if table is not None and time.monotonic() - _built_at < settings.ROUTE_CACHE_SECONDS:
+        return table
+    with _lock:
+        if _table is None or time.monotonic() - _built_at >= settings.ROUTE_CACHE_SECONDS:
+            _table = _build()
+            _built_at = time.monotonic()
+        return _table
+
+
+def invalidate_route_table(**_: object) -> None:
+    global _table
+    _table = None
+
+
+for _model in (ImageModel, Route, RouteRef, ApiKey):
+    post_save.connect(invalidate_route_table, sender=_model, dispatch_uid=f"routes-{_model.__name__}-save")
+    post_delete.connect(invalidate_route_table, sender=_model, dispatch_uid=f"routes-{_model.__name__}-del")
+m2m_changed.connect(invalidate_route_table, sender=ApiKey.routes.through, dispatch_uid="routes-key-m2m")

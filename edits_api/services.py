@@ -1,0 +1,199 @@
+"""The edit (and generation) use case: choose the entity, check the input, call the provider."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.files.uploadedfile import UploadedFile
+
+from edits_api import validation
+from edits_api.errors import GatewayError, invalid
+from edits_api.providers import adapter_for
+from edits_api.providers.base import Connection, ImageRequest, ImageResult
+from edits_api.selection import Candidate, select_image_models
+from edits_api.validation import EDIT_FIELDS, family_for
+from entities.catalog import PROVIDERS
+from entities.models import ImageModel, resolve_secret
+
+logger = logging.getLogger(__name__)
+
+_IMAGE_KEYS = ("image", "image[]")
+_OPTION_KEYS = (
+    "model", "n", "size", "quality", "background", "response_format", "output_format",
+    "output_compression", "input_fidelity", "style", "moderation",
+)  # fmt: skip
+
+
+@dataclass
+class Outcome:
+    """What happened, for the answer headers and the usage record (filled in as it goes)."""
+
+    image_model: ImageModel | None = None
+    model: str = ""
+    attempts: int = 0
+    images: int = 0
+    usage: dict[str, Any] | None = None
+    tried: list[str] = field(default_factory=list)
+
+
+def connection_for(image_model: ImageModel) -> Connection:
+    return Connection(
+        provider=image_model.provider,
+        provider_name=PROVIDERS[image_model.provider].name,
+        base_url=image_model.effective_base_url,
+        token=resolve_secret(image_model.token),
+        timeout_s=image_model.timeout_ms / 1000,
+        extra={k: str(v) for k, v in image_model.connection_extra.items()},
+    )
+
+
+def single_fields(raw: dict[str, list[str]], allowed: frozenset[str]) -> dict[str, str]:
+    """One value per known field; unknown or repeated fields are refused."""
+    fields = {}
+    for key, values in raw.items():
+        if key not in allowed:
+            raise invalid(f"Unknown parameter: '{key}'.", key, "unknown_parameter")
+        if len(values) != 1:
+            raise invalid(f"'{key}' was sent {len(values)} times; send it once.", key)
+        fields[key] = values[0]
+    return fields
+
+
+def _edit_files(files: dict[str, list[UploadedFile]]) -> tuple[list[UploadedFile], UploadedFile | None]:
+    images: list[UploadedFile] = []
+    mask: UploadedFile | None = None
+    for key, uploads in files.items():
+        if key in _IMAGE_KEYS or (key.startswith("image[") and key[6:-1].isdigit() and key.endswith("]")):
+            images.extend(uploads)
+        elif key in ("mask", "mask[]"):
+            if len(uploads) != 1 or mask is not None:
+                raise invalid("Send at most one 'mask'.", "mask")
+            mask = uploads[0]
+        else:
+            raise invalid(f"Unknown file parameter: '{key}'.", key, "unknown_parameter")
+    if len(images) > validation.MAX_IMAGES:
+        raise invalid(f"At most {validation.MAX_IMAGES} images; got {len(images)}.", "image")
+    return images, mask
+
+
+def _merged(image_model: ImageModel, operation: str, fields: dict[str, Any], model: str) -> dict[str, Any]:
+    """The entity's defaults, overridden by whatever the client sent."""
+    defaults = {k: v for k, v in getattr(image_model, operation).items() if k in _OPTION_KEYS}
+    merged: dict[str, Any] = {**defaults, **{k: v for k, v in fields.items() if v not in (None, "")}}
+    merged["model"] = model
+    return merged
+
+
+def _prepare_edit(
+    candidate: Candidate, fields: dict[str, str], images: list[UploadedFile], mask: UploadedFile | None
+) -> tuple[ImageRequest, str | None]:
+    image_model = candidate.image_model
+    merged = _merged(image_model, "edition", fields, candidate.model)
+    family = family_for(provider=image_model.provider, model=candidate.model, operation="edition")
+    prompt, n, compression = validation.check_fields(merged, family=family, operation="edition")
+    checked = [validation.inspect_image(upload, "image") for upload in images]
+    checked_mask = validation.inspect_image(mask, "mask") if mask is not None else None
+    validation.check_images(checked, checked_mask, family)
+    if checked_mask is not None and image_model.provider == "gemini":
+        raise invalid(
+            "Gemini has no mask input; send the edit without 'mask' or use another image model.", "mask"
+        )
+    request = ImageRequest(
+        prompt=prompt,
+        model=candidate.model,
+        images=checked,
+        mask=checked_mask,
+        n=n,
+        size=merged.get("size"),
+        quality=merged.get("quality"),
+        background=merged.get("background"),
+        response_format=merged.get("response_format"),
+        output_format=merged.get("output_format"),
+        output_compression=compression,
+        input_fidelity=merged.get("input_fidelity"),
+        user=merged.get("user"),
+    )
+    return request, merged.get("response_format")
+
+
+def _call_candidates(
+    candidates: list[Candidate],
+    *,
+    fallback: bool,
+    outcome: Outcome,
+    prepare: Callable[[Candidate], tuple[ImageRequest, str | None]],
+    call: Callable[[Connection, ImageRequest], ImageResult],
+) -> tuple[ImageResult, Connection, str | None]:
+    """Calls the first candidate; on a retryable failure the next ones, when fallback is on.
+
+    Each candidate's request is prepared (and checked) with its own model and defaults.
+    """
+    last_error: GatewayError | None = None
+    for index, candidate in enumerate(candidates if fallback else candidates[:1]):
+        try:
+            request, response_format = prepare(candidate)
+        except GatewayError as error:
+            if index == 0:
+                raise
+            # This fallback cannot take the request as sent (e.g. a mask on Gemini): skip it.
+            logger.info("fallback %s skipped: %s", candidate.image_model.id, error.message)
+            continue
+        connection = connection_for(candidate.image_model)
+        outcome.image_model, outcome.model = candidate.image_model, candidate.model
+        outcome.attempts += 1
+        outcome.tried.append(candidate.image_model.id)
+        try:
+            return call(connection, request), connection, response_format
+        except GatewayError as error:
+            if not error.retryable:
+                raise
+            logger.warning(
+                "%s failed on %s: %s", candidate.image_model.id, connection.provider_name, error.message
+            )
+            last_error = error
+    assert last_error is not None
+    raise last_error
+
+
+def image_edit(
+    *,
+    refs: list[ImageModel],
+    fields: dict[str, list[str]],
+    files: dict[str, list[UploadedFile]],
+    fallback: bool,
+    outcome: Outcome,
+) -> tuple[ImageResult, Connection, str | None]:
+    """Runs one edit; returns the provider's result, the connection used and the wanted format."""
+    single = single_fields(fields, EDIT_FIELDS)
+    images, mask = _edit_files(files)
+    selection = select_image_models(
+        refs=refs, operation="edition", model=single.get("model"), provider=single.pop("provider", None)
+    )
+    single.pop("model", None)
+    # Check the first candidate before any call, so bad input never reaches a provider.
+    first_request = _prepare_edit(selection.candidates[0], single, images, mask)
+    prepared = {selection.candidates[0].image_model.id: first_request}
+
+    def prepare(candidate: Candidate) -> tuple[ImageRequest, str | None]:
+        found = prepared.get(candidate.image_model.id)
+        return found if found else _prepare_edit(candidate, single, images, mask)
+
+    started = time.monotonic()
+    result = _call_candidates(
+        selection.candidates,
+        fallback=fallback and not selection.explicit,
+        outcome=outcome,
+        prepare=prepare,
+        call=lambda connection, request: adapter_for(connection.provider).edit(connection, request),
+    )
+    logger.info(
+        "edit served by %s in %.0f ms after %d attempt(s)",
+        outcome.image_model.id if outcome.image_model else "-",
+        (time.monotonic() - started) * 1000,
+        outcome.attempts,
+    )
+    return result

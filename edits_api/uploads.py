@@ -1,0 +1,123 @@
+"""Reading a multipart upload under the route's size limit, spooling files to disk.
+
+The limit covers the whole body: a declared Content-Length above it is refused before reading,
+and a chunked or lying body is counted while it streams and cut off at the limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.core.files.uploadedfile import UploadedFile
+from django.http import HttpRequest
+from django.http.multipartparser import MultiPartParser, MultiPartParserError
+
+from edits_api.errors import GatewayError
+
+
+def too_large(limit: int) -> GatewayError:
+    return GatewayError(
+        413,
+        f"The request body is larger than this route's limit of {limit} bytes.",
+        param="image",
+        code="file_too_large",
+    )
+
+
+class CappedStream:
+    """Reads from the request body and raises 413 once more than `limit` bytes came."""
+
+    def __init__(self, stream: Any, limit: int) -> None:
+        self._stream = stream
+        self._limit = limit
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        # Never ask for more than one byte past the limit, so an endless body stops early.
+        allowed = self._limit + 1 - self.count
+        chunk = self._stream.read(allowed if size is None or size < 0 else min(size, allowed))
+        self.count += len(chunk)
+        if self.count > self._limit:
+            raise too_large(self._limit)
+        return chunk
+
+
+def declared_length(request: HttpRequest) -> int | None:
+    raw = request.META.get("CONTENT_LENGTH")
+    if not raw:
+        return None
+    try:
+        length = int(raw)
+    except ValueError:
+        raise GatewayError(400, "Content-Length is not a number.", code="invalid_request_body") from None
+    if length < 0:
+        raise GatewayError(400, "Content-Length is negative.", code="invalid_request_body")
+    return length
+
+
+def check_declared_length(request: HttpRequest, limit: int) -> None:
+    length = declared_length(request)
+    if length is not None and length > limit:
+        raise too_large(limit)
+
+
+def capped_body(request: HttpRequest, limit: int) -> CappedStream:
+    """The body stream, counted. Chunked bodies are read from the server's decoded input."""
+    chunked = "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
+    if chunked and declared_length(request) is None:
+        # Django reads nothing when there is no Content-Length; gunicorn has decoded the chunks.
+        return CappedStream(request.META["wsgi.input"], limit)
+    return CappedStream(request, limit)
+
+
+@dataclass
+class Upload:
+    fields: dict[str, list[str]]
+    files: dict[str, list[UploadedFile]]
+
+
+@contextmanager
+def multipart_upload(request: HttpRequest, *, limit: int) -> Iterator[Upload]:
+    """Parses the multipart body; every spooled temporary file is closed (deleted) on exit."""
+    content_type = request.META.get("CONTENT_TYPE", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise GatewayError(
+            415,
+            f"Send the edit as multipart/form-data, not {content_type.split(';')[0] or 'an empty body'}.",
+            code="unsupported_media_type",
+        )
+    check_declared_length(request, limit)
+    meta = dict(request.META)
+    if declared_length(request) is None:
+        meta["CONTENT_LENGTH"] = str(limit)  # the parser skips bodies it believes empty
+    stream = capped_body(request, limit)
+    parser = MultiPartParser(meta, stream, request.upload_handlers, request.encoding)  # type: ignore[arg-type]
+    try:
+        data, files = parser.parse()
+    except GatewayError:
+        parser._close_files()  # type: ignore[attr-defined]
+        raise
+    except (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent) as exc:
+        parser._close_files()  # type: ignore[attr-defined]
+        raise GatewayError(
+            413 if isinstance(exc, RequestDataTooBig) else 400, str(exc), code="invalid_request_body"
+        ) from None
+    except (MultiPartParserError, ValueError, UnicodeDecodeError) as exc:
+        parser._close_files()  # type: ignore[attr-defined]
+        raise GatewayError(
+            400, f"The multipart body is malformed: {exc}", code="invalid_request_body"
+        ) from None
+    upload = Upload(
+        fields={key: data.getlist(key) for key in data},
+        files={key: files.getlist(key) for key in files},
+    )
+    try:
+        yield upload
+    finally:
+        for file_list in upload.files.values():
+            for file in file_list:
+                file.close()

@@ -1,0 +1,77 @@
+"""The gateway under test: entities pointing at the stand-in provider, and a small HTTP client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import requests
+
+from entities.models import ApiKey, ImageModel, Route, RouteRef
+from tests.standin import StandIn
+
+PROVIDER_TOKEN = "sk-standin-secret-token-7731"
+
+
+@dataclass
+class Gateway:
+    url: str  # the live server, e.g. http://localhost:PORT
+    standin: StandIn
+    route: Route
+
+    def edit(
+        self,
+        *,
+        files: list[tuple[str, tuple[str, bytes, str]]] | None = None,
+        data: dict[str, Any] | None = None,
+        path: str = "/v1/images/edits",
+        headers: dict[str, str] | None = None,
+    ) -> requests.Response:
+        return requests.post(self.url + path, files=files, data=data, headers=headers, timeout=30)
+
+
+def make_image_model(id: str, provider: str, standin: StandIn, **fields: Any) -> ImageModel:
+    base_url = standin.gemini_url if provider == "gemini" else standin.openai_url
+    defaults: dict[str, Any] = {
+        "name": id.replace("-", " ").title(),
+        "provider": provider,
+        "base_url": base_url,
+        "token": PROVIDER_TOKEN,
+        "timeout_ms": 5000,
+        "edition": {"enabled": provider in ("openai", "gemini", "cloud-temple")},
+    }
+    defaults.update(fields)
+    image_model = ImageModel(id=id, **defaults)
+    image_model.full_clean()
+    image_model.save()
+    return image_model
+
+
+def make_route(id: str, domains: list[str], refs: list[ImageModel], **fields: Any) -> Route:
+    route = Route(id=id, name=id, domains=domains, edit_plugin_enabled=True, **fields)
+    route.full_clean()
+    route.save()
+    for position, image_model in enumerate(refs):
+        RouteRef.objects.create(route=route, plugin=RouteRef.EDIT, image_model=image_model, position=position)
+    return route
+
+
+def make_key(id: str, secret: str, routes: list[Route], **fields: Any) -> ApiKey:
+    key = ApiKey(id=id, name=id, **fields)
+    key.set_secret(secret)
+    key.save()
+    key.routes.set(routes)
+    return key
+
+
+@pytest.fixture
+def gateway(live_server: Any, standin: StandIn, transactional_db: None) -> Iterator[Gateway]:
+    """The live gateway with an OpenAI entity, then a Gemini one, on route `images` (localhost)."""
+    openai = make_image_model(
+        "img-openai", "openai", standin, edition={"enabled": True, "model": "gpt-image-1"}
+    )
+    gemini = make_image_model("img-gemini", "gemini", standin, edition={"enabled": True})
+    route = make_route("images", ["localhost", "127.0.0.1"], [openai, gemini], edit_fallback=False)
+    yield Gateway(url=live_server.url, standin=standin, route=route)
