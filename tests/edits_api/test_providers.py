@@ -1,0 +1,440 @@
+"""Provider adapters against the stand-in provider: wire fidelity, answers, faults and timeouts."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+from PIL import Image
+
+from edits_api.errors import GatewayError
+from edits_api.providers import ADAPTERS, adapter_for, http
+from edits_api.providers.base import Connection, ImageFile, ImageRequest
+from edits_api.providers.gemini import GenerateContentBody, image_config
+from edits_api.providers.refusal import RefusalAdapter
+from entities.catalog import PROVIDERS
+from tests.standin import StandIn, image_file, mask_file
+
+TOKEN = "sk-live-SECRET-0123456789abcdef"
+GPT = "gpt-image-1.5"
+GEMINI = "gemini-3.1-flash-image"
+
+
+def sha256(image: ImageFile) -> str:
+    with image.open() as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def edit(connection: Connection, tmp_path: Path, **fields: object) -> ImageRequest:
+    fields.setdefault("model", GEMINI if connection.provider == "gemini" else GPT)
+    fields.setdefault("images", [image_file(tmp_path)])
+    return ImageRequest(prompt="Add a red hat", **fields)  # type: ignore[arg-type]
+
+
+def test_adapters_cover_the_catalog_exactly() -> None:
+    assert set(ADAPTERS) == set(PROVIDERS)
+    for key, provider in PROVIDERS.items():
+        assert isinstance(adapter_for(key), RefusalAdapter) is not provider.can_edit, key
+    with pytest.raises(LookupError):
+        adapter_for("nope")
+
+
+@pytest.mark.parametrize("provider", sorted(ADAPTERS))
+def test_every_adapter_edits_or_refuses_without_network(provider: str, standin: StandIn, tmp_path: Path) -> None:
+    connection = standin.connection(provider, token=TOKEN)
+    request = edit(connection, tmp_path)
+    if not PROVIDERS[provider].can_edit:
+        with pytest.raises(GatewayError) as refused:
+            ADAPTERS[provider].edit(connection, request)
+        assert (refused.value.status, refused.value.code) == (400, "edition_not_supported")
+        assert PROVIDERS[provider].name in refused.value.message
+        assert standin.received == []
+        return
+    result = ADAPTERS[provider].edit(connection, request)
+    assert len(standin.received) == 1
+    assert result.created > 0
+    assert len(result.items) == 1
+    item = result.items[0]
+    assert item.content_type == "image/png"
+    assert Image.open(io.BytesIO(base64.b64decode(item.b64_json or ""))).format == "PNG"
+
+
+def test_refusal_says_generation_is_not_implemented_yet(standin: StandIn, tmp_path: Path) -> None:
+    connection = standin.connection("x-ai")
+    with pytest.raises(GatewayError) as refused:
+        ADAPTERS["x-ai"].generate(connection, ImageRequest(prompt="a cat", model="grok-imagine-image"))
+    assert (refused.value.status, refused.value.code) == (400, "generation_not_supported")
+    assert "Grok (xAI)" in refused.value.message and "not implemented" in refused.value.message
+    assert standin.received == []
+
+
+# -- OpenAI protocol --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("image_count", [1, 3])
+def test_openai_edit_is_sent_as_the_official_sdk_sends_it(image_count: int, standin: StandIn, tmp_path: Path) -> None:
+    images = [image_file(tmp_path, fmt) for fmt in ("png", "jpeg", "webp")[:image_count]]
+    mask = mask_file(tmp_path)
+    request = ImageRequest(
+        prompt="Add a red hat",
+        model=GPT,
+        images=images,
+        mask=mask,
+        n=2,
+        size="1024x1024",
+        quality="high",
+        input_fidelity="high",
+    )
+    ADAPTERS["openai"].edit(standin.connection(), request)
+    ours = standin.last
+    client = OpenAI(base_url=standin.openai_url, api_key="x", max_retries=0)
+    sdk_images = [Path(image.path or "") for image in images]
+    client.images.edit(
+        image=sdk_images[0] if image_count == 1 else sdk_images,
+        mask=Path(mask.path or ""),
+        prompt="Add a red hat",
+        model=GPT,
+        n=2,
+        size="1024x1024",
+        quality="high",
+        input_fidelity="high",
+    )
+    sdk = standin.last
+    assert ours.path == sdk.path == "/v1/images/edits"
+    assert ours.fields == sdk.fields
+    assert [(f.name, f.filename, f.content_type, f.sha256) for f in ours.files] == [
+        (f.name, f.filename, f.content_type, f.sha256) for f in sdk.files
+    ]
+    assert ours.files[0].name == ("image" if image_count == 1 else "image[]")
+    assert ours.headers["authorization"] == "Bearer sk-standin-0000"
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_openai_edit_streams_with_a_content_length(in_memory: bool, standin: StandIn, tmp_path: Path) -> None:
+    image = image_file(tmp_path, size=(1500, 1500), in_memory=in_memory)
+    ADAPTERS["openai"].edit(standin.connection(), ImageRequest(prompt="p", model=GPT, images=[image]))
+    received = standin.last
+    assert not received.chunked and "transfer-encoding" not in received.headers
+    assert received.content_length == received.body_size
+    assert received.files[0].size == image.size and received.files[0].sha256 == sha256(image)
+
+
+def test_response_format_is_dropped_for_gpt_image_models(standin: StandIn, tmp_path: Path) -> None:
+    connection = standin.connection()
+    result = ADAPTERS["openai"].edit(connection, edit(connection, tmp_path, response_format="url"))
+    assert "response_format" not in standin.last.fields
+    assert result.items[0].b64_json and result.items[0].url is None
+
+
+def test_response_format_is_forwarded_to_dall_e_2_and_its_url_can_be_inlined(standin: StandIn, tmp_path: Path) -> None:
+    connection = standin.connection()
+    result = ADAPTERS["openai"].edit(connection, edit(connection, tmp_path, model="dall-e-2", response_format="url"))
+    assert standin.last.fields["response_format"] == "url"
+    url = result.items[0].url or ""
+    assert url.startswith(standin.url) and result.items[0].b64_json is None
+    content, content_type = http.fetch_image(connection, url)
+    assert content_type == "image/png" and Image.open(io.BytesIO(content)).format == "PNG"
+    assert standin.last.method == "GET" and standin.last.path.startswith("/files/")
+    assert "authorization" not in standin.last.headers  # pre-signed URLs get no credentials
+
+
+def test_fetch_image_failures_are_502(standin: StandIn) -> None:
+    connection = standin.connection()
+    with pytest.raises(GatewayError) as missing:
+        http.fetch_image(connection, f"{standin.url}/files/gone.png")
+    assert (missing.value.status, missing.value.code) == (502, "upstream_error")
+
+
+def test_openai_generation_sends_json_with_generation_only_fields(standin: StandIn) -> None:
+    request = ImageRequest(
+        prompt="a lighthouse",
+        model=GPT,
+        n=2,
+        style="vivid",
+        moderation="low",
+        input_fidelity="high",
+        output_format="webp",
+        output_compression=80,
+        response_format="b64_json",
+    )
+    result = ADAPTERS["openai"].generate(standin.connection(), request)
+    assert standin.last.path == "/v1/images/generations"
+    assert standin.last.json == {
+        "prompt": "a lighthouse",
+        "model": GPT,
+        "n": 2,
+        "style": "vivid",
+        "moderation": "low",
+        "output_format": "webp",
+        "output_compression": 80,
+    }
+    assert [item.content_type for item in result.items] == ["image/webp", "image/webp"]
+    assert result.usage and result.usage["total_tokens"] == 150 and "input_tokens_details" in result.usage
+
+
+# -- Gemini protocol --------------------------------------------------------------------------------
+
+
+def test_gemini_edit_matches_the_documented_request(standin: StandIn, tmp_path: Path) -> None:
+    images = [image_file(tmp_path, "png"), image_file(tmp_path, "jpeg", in_memory=True)]
+    connection = standin.connection("gemini", token=TOKEN)
+    ADAPTERS["gemini"].edit(connection, edit(connection, tmp_path, images=images, size="1536x1024"))
+    received = standin.last
+    assert received.path == f"/v1beta/models/{GEMINI}:generateContent"
+    assert received.headers["x-goog-api-key"] == TOKEN
+    assert "authorization" not in received.headers and received.query == {}
+    assert received.json["generationConfig"] == {
+        "responseModalities": ["TEXT", "IMAGE"],
+        "imageConfig": {"aspectRatio": "3:2", "imageSize": "2K"},
+    }
+    (content,) = received.json["contents"]
+    assert content["role"] == "user"
+    assert content["parts"][0] == {"text": "Add a red hat"}
+    assert [part["inlineData"]["mimeType"] for part in content["parts"][1:]] == ["image/png", "image/jpeg"]
+    assert [(i.size, i.sha256) for i in received.inline_images] == [(i.size, sha256(i)) for i in images]
+
+
+def test_gemini_body_is_streamed_with_an_exact_content_length(standin: StandIn, tmp_path: Path) -> None:
+    image = image_file(tmp_path, size=(900, 700))
+    connection = standin.connection("gemini")
+    ADAPTERS["gemini"].edit(connection, edit(connection, tmp_path, images=[image]))
+    received = standin.last
+    assert not received.chunked and received.content_length == received.body_size
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 4, 5, 196608, 196609, 500_000])
+def test_gemini_body_length_is_exact_for_any_file_size(size: int, tmp_path: Path) -> None:
+    raw = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    image = image_file(tmp_path, data=raw, filename="f.png")
+    with GenerateContentBody('a "quoted" prompt', [image, image], {"aspectRatio": "1:1"}) as body:
+        pieces = []
+        while chunk := body.read(1000):
+            pieces.append(chunk)
+    sent = b"".join(pieces)
+    assert len(sent) == len(body)
+    document = json.loads(sent)
+    parts = document["contents"][0]["parts"]
+    assert parts[0]["text"] == 'a "quoted" prompt'
+    assert [base64.b64decode(part["inlineData"]["data"]) for part in parts[1:]] == [raw, raw]
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        ("1024x1024", {"aspectRatio": "1:1", "imageSize": "1K"}),
+        ("1536x1024", {"aspectRatio": "3:2", "imageSize": "2K"}),
+        ("1024x1536", {"aspectRatio": "2:3", "imageSize": "2K"}),
+        ("1000x800", {"aspectRatio": "5:4", "imageSize": "1K"}),
+        ("2048x1152", {"aspectRatio": "16:9", "imageSize": "2K"}),
+        ("3840x2160", {"aspectRatio": "16:9", "imageSize": "4K"}),
+        ("2520x1080", {"aspectRatio": "21:9", "imageSize": "4K"}),
+        ("256x4096", {"aspectRatio": "9:16", "imageSize": "4K"}),
+        ("auto", {}),
+        (None, {}),
+    ],
+)
+def test_openai_size_maps_to_gemini_image_config(size: str | None, expected: dict[str, str]) -> None:
+    assert image_config(size) == expected
+
+
+def test_unparseable_size_is_refused_before_gemini_is_called(standin: StandIn, tmp_path: Path) -> None:
+    connection = standin.connection("gemini")
+    with pytest.raises(GatewayError) as refused:
+        ADAPTERS["gemini"].edit(connection, edit(connection, tmp_path, size="big"))
+    assert (refused.value.status, refused.value.param) == (400, "size")
+    assert standin.received == []
+
+
+def test_gemini_refuses_a_mask_before_any_call(standin: StandIn, tmp_path: Path) -> None:
+    connection = standin.connection("gemini")
+    with pytest.raises(GatewayError) as refused:
+        ADAPTERS["gemini"].edit(connection, edit(connection, tmp_path, mask=mask_file(tmp_path)))
+    error = refused.value
+    assert (error.status, error.param, error.code) == (400, "mask", "invalid_value")
+    assert "Google Gemini has no mask support" in error.message
+    assert standin.received == []
+
+
+def test_gemini_skips_thought_parts_and_keeps_text_as_revised_prompt(standin: StandIn, tmp_path: Path) -> None:
+    connection = standin.connection("gemini")
+    result = ADAPTERS["gemini"].edit(connection, edit(connection, tmp_path, model="gemini-3-pro-image"))
+    (item,) = result.items
+    assert item.revised_prompt == "Here is the edited image."
+    assert item.content_type == "image/png" and item.url is None
+    assert result.usage == {"input_tokens": 12, "output_tokens": 1290, "total_tokens": 1302}
+
+
+def test_gemini_snake_case_answers_are_understood(standin: StandIn, tmp_path: Path) -> None:
+    standin.fail_next("gemini_snake_case")
+    connection = standin.connection("gemini")
+    result = ADAPTERS["gemini"].edit(connection, edit(connection, tmp_path))
+    assert len(result.items) == 1 and result.items[0].b64_json
+    assert result.usage == {"input_tokens": 12, "output_tokens": 1290, "total_tokens": 1302}
+
+
+def test_gemini_n_images_are_repeated_calls_with_usage_summed(standin: StandIn) -> None:
+    result = ADAPTERS["gemini"].generate(standin.connection("gemini"), ImageRequest(prompt="a fox", model=GEMINI, n=3))
+    assert len(standin.received) == 3 and len(result.items) == 3
+    assert all(r.inline_images == [] for r in standin.received)
+    assert standin.last.json["contents"][0]["parts"] == [{"text": "a fox"}]
+    assert "imageConfig" not in standin.last.json["generationConfig"]
+    assert result.usage == {"input_tokens": 36, "output_tokens": 3870, "total_tokens": 3906}
+
+
+def test_gemini_n_calls_share_one_time_budget(standin: StandIn) -> None:
+    standin.fail_always("slow", seconds=0.4)
+    connection = standin.connection("gemini", timeout_s=1.0)
+    started = time.monotonic()
+    with pytest.raises(GatewayError) as timed_out:
+        ADAPTERS["gemini"].generate(connection, ImageRequest(prompt="a fox", model=GEMINI, n=4))
+    assert timed_out.value.code == "upstream_timeout"
+    assert time.monotonic() - started < 1.5
+
+
+@pytest.mark.parametrize(("mode", "reason"), [("moderation", "SAFETY"), ("gemini_output_blocked", "IMAGE_SAFETY")])
+def test_gemini_safety_block_is_moderation_blocked(mode: str, reason: str, standin: StandIn, tmp_path: Path) -> None:
+    standin.fail_next(mode)
+    connection = standin.connection("gemini")
+    with pytest.raises(GatewayError) as blocked:
+        ADAPTERS["gemini"].edit(connection, edit(connection, tmp_path))
+    error = blocked.value
+    assert (error.status, error.type, error.code) == (400, "invalid_request_error", "moderation_blocked")
+    assert reason in error.message and "Google Gemini" in error.message
+
+
+# -- faults, timeouts and secrets, for both protocols ------------------------------------------------
+
+FAULTS = [
+    ("500", 502, "upstream_error"),
+    ("503", 502, "upstream_error"),
+    ("429", 429, None),  # the upstream's own code
+    ("400", 400, None),
+    ("401", 401, "invalid_api_key"),
+    ("moderation", 400, "moderation_blocked"),
+    ("gemini_no_image", 502, "upstream_bad_response"),
+    ("shapeless", 502, "upstream_bad_response"),
+    ("garbage", 502, "upstream_bad_response"),
+    ("drop", 502, "upstream_unreachable"),
+]
+UPSTREAM_CODES = {
+    ("openai", "429"): "rate_limit_exceeded",
+    ("gemini", "429"): "resource_exhausted",
+    ("openai", "400"): "invalid_value",
+    ("gemini", "400"): "invalid_argument",
+}
+
+
+@pytest.mark.parametrize("provider", ["openai", "gemini"])
+@pytest.mark.parametrize(("mode", "status", "code"), FAULTS)
+def test_upstream_faults_map_to_the_gateway_error(
+    provider: str, mode: str, status: int, code: str | None, standin: StandIn, tmp_path: Path
+) -> None:
+    standin.fail_next(mode)
+    connection = standin.connection(provider, token=TOKEN)
+    with pytest.raises(GatewayError) as failed:
+        ADAPTERS[provider].edit(connection, edit(connection, tmp_path))
+    error = failed.value
+    assert (error.status, error.code) == (status, code or UPSTREAM_CODES[provider, mode])
+    assert connection.provider_name in error.message
+    assert TOKEN not in json.dumps(error.body()) and TOKEN not in json.dumps(error.headers)
+
+
+def test_upstream_4xx_keeps_message_type_and_param(standin: StandIn, tmp_path: Path) -> None:
+    standin.fail_next("400")
+    connection = standin.connection()
+    with pytest.raises(GatewayError) as failed:
+        ADAPTERS["openai"].edit(connection, edit(connection, tmp_path))
+    assert failed.value.body() == {
+        "error": {
+            "message": "OpenAI: Invalid value for size",
+            "type": "invalid_request_error",
+            "param": "size",
+            "code": "invalid_value",
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("provider", "mode", "retry_after"),
+    [("openai", "429", "20"), ("gemini", "429", "41"), ("openai", "503", "7")],
+)
+def test_retry_after_is_kept(provider: str, mode: str, retry_after: str, standin: StandIn, tmp_path: Path) -> None:
+    standin.fail_next(mode)
+    connection = standin.connection(provider)
+    with pytest.raises(GatewayError) as failed:
+        ADAPTERS[provider].edit(connection, edit(connection, tmp_path))
+    assert failed.value.headers == {"Retry-After": retry_after}
+
+
+@pytest.mark.parametrize("provider", ["openai", "gemini"])
+@pytest.mark.parametrize("mode", ["hang", "trickle"])
+def test_slow_upstream_is_a_quick_504(provider: str, mode: str, standin: StandIn, tmp_path: Path) -> None:
+    # "trickle" keeps every single read short, so only the whole-call deadline can stop it.
+    standin.fail_next(mode, seconds=5)
+    connection = standin.connection(provider, timeout_s=0.5)
+    started = time.monotonic()
+    with pytest.raises(GatewayError) as timed_out:
+        ADAPTERS[provider].edit(connection, edit(connection, tmp_path))
+    error = timed_out.value
+    assert (error.status, error.type, error.code) == (504, "upstream_error", "upstream_timeout")
+    assert connection.provider_name in error.message
+    assert time.monotonic() - started < 1.5
+
+
+def test_refused_connection_is_502_unreachable(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    connection = Connection("openai", "OpenAI", f"http://127.0.0.1:{port}/v1", TOKEN, 2.0)
+    with pytest.raises(GatewayError) as failed:
+        ADAPTERS["openai"].edit(connection, edit(connection, tmp_path))
+    error = failed.value
+    assert (error.status, error.code) == (502, "upstream_unreachable")
+    assert error.message == "OpenAI could not be reached: the connection was refused."
+
+
+class SlowBody:
+    """An upload that produces its bytes slowly, as a client trickling a large file would."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def __len__(self) -> int:
+        return 100 * 1024
+
+    def read(self, size: int = -1) -> bytes:
+        self.reads += 1
+        time.sleep(0.1)
+        return b"x" * 1024 if self.reads <= 100 else b""
+
+
+def test_slow_upload_is_cut_at_the_deadline(standin: StandIn) -> None:
+    connection = standin.connection(timeout_s=0.5)
+    started = time.monotonic()
+    with pytest.raises(GatewayError) as timed_out:
+        http.send(connection, "POST", f"{standin.openai_url}/images/edits", headers={}, data=SlowBody())
+    assert timed_out.value.code == "upstream_timeout"
+    assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize("base_url", ["ftp://example.com/v1", "no-scheme/v1"])
+def test_malformed_base_url_is_502_unreachable(base_url: str, tmp_path: Path) -> None:
+    connection = Connection("openai", "OpenAI", base_url, TOKEN, 2.0)
+    with pytest.raises(GatewayError) as failed:
+        ADAPTERS["openai"].edit(connection, edit(connection, tmp_path))
+    assert failed.value.code == "upstream_unreachable"
+    assert failed.value.message == "OpenAI could not be reached: its URL is not a valid http(s) URL."
+
+
+def test_calls_reuse_one_kept_alive_connection(standin: StandIn, tmp_path: Path) -> None:
+    for provider in ("openai", "gemini", "openai"):
+        connection = standin.connection(provider)
+        ADAPTERS[provider].edit(connection, edit(connection, tmp_path))
+    assert len({received.client_port for received in standin.received}) == 1
