@@ -55,9 +55,21 @@ PROVIDERS: dict[str, Provider] = {
             extra_connection_keys=("resource_name", "deployment_id", "api_version"),
         ),
         Provider(
-            "x-ai", "Grok (xAI)", "https://api.x.ai/v1", can_edit=False, can_generate=True, default_model="grok-2-image"
+            "x-ai",
+            "Grok (xAI)",
+            "https://api.x.ai/v1",
+            can_edit=False,
+            can_generate=True,
+            default_model="grok-2-image",
         ),
-        Provider("luma", "Luma", "https://api.lumalabs.ai", can_edit=False, can_generate=True, default_model="photon-1"),
+        Provider(
+            "luma",
+            "Luma",
+            "https://api.lumalabs.ai",
+            can_edit=False,
+            can_generate=True,
+            default_model="photon-1",
+        ),
         Provider(
             "hive",
             "Hive",

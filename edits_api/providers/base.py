@@ -36,7 +36,7 @@ class ImageFile:
         import io
 
         if self.path is not None:
-            return open(self.path, "rb")  # noqa: SIM115 - the caller closes it
+            return open(self.path, "rb")
         return io.BytesIO(self.data or b"")
 
 

@@ -1,0 +1,176 @@
+"""The gateway served by gunicorn with the project's gunicorn.conf.py, as in production.
+
+Django's development server does not decode chunked bodies, so the chunked-upload limit and the
+clean-up of spooled temporary files are checked here, against the test database.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from django.conf import settings
+from django.db import connection
+
+from tests.gateway import make_image_model, make_route
+from tests.standin import StandIn, image_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
+LIMIT = 600_000
+
+
+@dataclass
+class Served:
+    url: str
+    tmpdir: Path
+
+
+def _database_url() -> str:
+    settings = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{settings['NAME']}"
+    user = settings["USER"] or "postgres"
+    password = f":{settings['PASSWORD']}" if settings["PASSWORD"] else ""
+    return (
+        f"postgres://{user}{password}@{settings['HOST'] or '127.0.0.1'}:{settings['PORT'] or 5432}/{settings['NAME']}"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def served(transactional_db: None, standin: StandIn, tmp_path: Path) -> Iterator[Served]:
+    openai = make_image_model("img-openai", "openai", standin)
+    make_route("served", ["127.0.0.1"], [openai], max_size_upload=LIMIT)
+    port = _free_port()
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        # The same keys as this process, or the stored provider tokens would not decrypt.
+        "SECRET_KEY": settings.SECRET_KEY,
+        "ENCRYPTION_KEYS": ",".join(settings.ENCRYPTION_KEYS),
+        "DEBUG": "false",
+        "PORT": str(port),
+        "GUNICORN_WORKERS": "1",
+        "GUNICORN_THREADS": "4",
+        "TMPDIR": str(spool),
+        "FILE_UPLOAD_MAX_MEMORY_SIZE": "65536",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "gateway_project.wsgi:application"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "gunicorn.log").open("wb"),
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if requests.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"gunicorn did not start: {(tmp_path / 'gunicorn.log').read_text()}")
+            time.sleep(0.1)
+        yield Served(url, spool)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def multipart(image: bytes, boundary: str = "gatewaytestboundary") -> tuple[bytes, str]:
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nadd a hat\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="p.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode()
+    body += image + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def chunks(body: bytes, size: int = 16_384) -> Iterator[bytes]:
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+def padded_png(total: int) -> bytes:
+    """A real PNG followed by padding: valid by its header, `total` bytes long."""
+    png = image_bytes("png", (64, 64))
+    return png + b"\0" * (total - len(png))
+
+
+def test_chunked_upload_under_the_limit_is_decoded_and_forwarded(served: Served, standin: StandIn) -> None:
+    body, content_type = multipart(padded_png(LIMIT - 2_000))
+
+    response = requests.post(
+        served.url + "/v1/images/edits", data=chunks(body), headers={"Content-Type": content_type}, timeout=30
+    )
+
+    assert response.status_code == 200, response.text
+    assert standin.last.fields["prompt"] == "add a hat"
+    assert standin.last.files[0].size == LIMIT - 2_000
+
+
+def test_chunked_upload_over_the_limit_is_cut_off_with_413(served: Served, standin: StandIn) -> None:
+    body, content_type = multipart(padded_png(LIMIT + 50_000))
+
+    response = requests.post(
+        served.url + "/v1/images/edits", data=chunks(body), headers={"Content-Type": content_type}, timeout=30
+    )
+
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "file_too_large"
+    assert standin.received == []
+
+
+def test_declared_length_over_the_limit_is_refused_before_the_body(served: Served, standin: StandIn) -> None:
+    with socket.create_connection(("127.0.0.1", int(served.url.rsplit(":", 1)[1])), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/images/edits HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: multipart/form-data; boundary=x\r\n" + f"Content-Length: {LIMIT * 100}\r\n\r\n".encode()
+        )  # and no body at all: the answer must not wait for it
+        answer = ""
+        while "}}" not in answer:  # the end of the JSON error body
+            chunk = sock.recv(65536).decode()
+            if not chunk:
+                break
+            answer += chunk
+
+    assert answer.startswith("HTTP/1.1 413")
+    assert "file_too_large" in answer
+    assert standin.received == []
+
+
+def test_spooled_temporary_files_are_removed_after_every_outcome(served: Served, standin: StandIn) -> None:
+    ok, content_type = multipart(padded_png(300_000))
+    not_an_image, _ = multipart(b"GIF89a" + b"\0" * 300_000)
+    too_big, _ = multipart(padded_png(LIMIT + 50_000))
+    standin.fail_next("500")
+
+    statuses = []
+    for body in (ok, ok, not_an_image, too_big):
+        response = requests.post(
+            served.url + "/v1/images/edits", data=chunks(body), headers={"Content-Type": content_type}, timeout=30
+        )
+        statuses.append(response.status_code)
+
+    assert statuses == [502, 200, 400, 413]
+    time.sleep(0.2)
+    assert list(served.tmpdir.iterdir()) == []
