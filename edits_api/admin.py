@@ -5,7 +5,11 @@ from __future__ import annotations
 from django.contrib import admin
 from django.http import HttpRequest
 
-from edits_api.models import UsageRecord
+from django.contrib import messages
+from django.db.models import QuerySet
+
+from edits_api import resilience
+from edits_api.models import ProviderHealth, UsageRecord
 
 
 @admin.register(UsageRecord)
@@ -24,3 +28,41 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+@admin.register(ProviderHealth)
+class ProviderHealthAdmin(admin.ModelAdmin):
+    """Each image model's circuit breaker: state, consecutive failures and the last error."""
+
+    list_display = ("id", "provider", "circuit", "failures", "last_error")
+    list_filter = ("provider",)
+    search_fields = ("id", "name")
+    actions = ("close_circuit",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.display(description="circuit")
+    def circuit(self, obj: ProviderHealth) -> str:
+        state = resilience.breaker_state(obj.id)
+        return f"open ({state.retry_in:.0f} s left)" if state.state == "open" else state.state
+
+    @admin.display(description="consecutive failures")
+    def failures(self, obj: ProviderHealth) -> int:
+        return resilience.breaker_state(obj.id).failures
+
+    @admin.display(description="last error")
+    def last_error(self, obj: ProviderHealth) -> str:
+        return resilience.breaker_state(obj.id).last_error or "—"
+
+    @admin.action(description="Close the circuit (forget failures)")
+    def close_circuit(self, request: HttpRequest, queryset: QuerySet[ProviderHealth]) -> None:
+        for image_model in queryset:
+            resilience.breaker_success(image_model.id)
+        messages.success(request, f"Closed the circuit of {queryset.count()} image model(s).")

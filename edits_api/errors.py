@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
@@ -61,8 +62,21 @@ _DRF_CODES = {
 }
 
 
+def database_unavailable() -> GatewayError:
+    return GatewayError(
+        503,
+        "The gateway's database is unavailable; retry shortly.",
+        type="server_error",
+        code="database_unavailable",
+        headers={"Retry-After": "5"},
+    )
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's handler: GatewayError and DRF's own errors in the OpenAI shape; the rest logged, 500."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        logger.error("database unavailable: %s", exc)
+        exc = database_unavailable()
     if isinstance(exc, GatewayError):
         return Response(exc.body(), status=exc.status, headers=exc.headers)
     if isinstance(exc, drf_exceptions.APIException):
@@ -71,10 +85,24 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         error = GatewayError(exc.status_code, str(detail), type=type_, code=code)
         return Response(error.body(), status=error.status)
     logger.exception("unhandled error in %s", context.get("view").__class__.__name__)
-    error = GatewayError(
-        500, "The gateway failed to handle this request.", type="server_error", code="internal_error"
-    )
+    error = GatewayError(500, "The gateway failed to handle this request.", type="server_error", code="internal_error")
     return Response(error.body(), status=500)
+
+
+class DatabaseUnavailableMiddleware:
+    """Outside the API views too (admin, readiness), a lost database is a 503, not a 500."""
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> Any:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> JsonResponse | None:
+        if isinstance(exception, OperationalError | InterfaceError):
+            logger.error("database unavailable: %s", exception)
+            return database_unavailable().response()
+        return None
 
 
 def handler404(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:

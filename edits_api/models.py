@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from django.db import models
+import logging
+import threading
+from collections import deque
+
+from django.db import DatabaseError, models
+from django.utils import timezone
+
+from entities.models import ImageModel
+
+logger = logging.getLogger(__name__)
 
 
 class UsageRecord(models.Model):
     """One row per request, success or failure; ids are copied, so deleting an entity keeps history."""
 
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Set when the request is answered, even if the row is written later (database down).
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
     endpoint = models.CharField(max_length=16)  # "edits" or "generations"
     route_id = models.CharField(max_length=200, blank=True, db_index=True)
     image_model_id = models.CharField(max_length=200, blank=True, db_index=True)
@@ -29,3 +39,58 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.endpoint} {self.status} {self.route_id}/{self.image_model_id}"
+
+
+class IdempotencyRecord(models.Model):
+    """The first answer to a request sent with an Idempotency-Key, replayed for its duplicates.
+
+    In the database, not a cache, so every worker and instance sees the same claim and an
+    accepted request's answer survives restarts.
+    """
+
+    PENDING = "pending"
+    DONE = "done"
+
+    scope = models.CharField(max_length=220)  # "key:<api key id>" or "route:<route id>"
+    key_hash = models.CharField(max_length=64)
+    fingerprint = models.CharField(max_length=64)
+    state = models.CharField(max_length=8, default=PENDING)
+    status = models.PositiveSmallIntegerField(null=True, blank=True)
+    body = models.JSONField(null=True, blank=True)
+    headers = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["scope", "key_hash"], name="unique_idempotency_key")]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.key_hash[:12]} {self.state}"
+
+
+# Usage rows that could not be written (database down), written with the next one that can.
+_unsaved: deque[UsageRecord] = deque(maxlen=100_000)
+_unsaved_lock = threading.Lock()
+
+
+def usage_save(record: UsageRecord) -> None:
+    """Saves a usage row; while the database is down rows wait in memory rather than being lost."""
+    with _unsaved_lock:
+        _unsaved.append(record)
+        pending = list(_unsaved)
+        _unsaved.clear()
+    try:
+        UsageRecord.objects.bulk_create(pending)
+    except DatabaseError as exc:
+        with _unsaved_lock:
+            _unsaved.extendleft(reversed(pending))
+        logger.error("usage not recorded yet (%d waiting): %s", len(pending), exc)
+
+
+class ProviderHealth(ImageModel):
+    """Image models seen through their circuit breaker, for the admin's health page."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "provider health"
+        verbose_name_plural = "provider health"

@@ -43,9 +43,7 @@ def signed_url(request: HttpRequest, name: str) -> str:
 def serve_signed_image(request: HttpRequest, token: str) -> FileResponse:
     """GET /images/<token>: the stored image while the signature is valid; no key needed."""
     try:
-        name = _FOLDER + signing.TimestampSigner(salt=_SALT).unsign(
-            token, max_age=settings.SIGNED_URL_MAX_AGE
-        )
+        name = _FOLDER + signing.TimestampSigner(salt=_SALT).unsign(token, max_age=settings.SIGNED_URL_MAX_AGE)
     except signing.SignatureExpired:
         raise Http404("This image link has expired.") from None
     except signing.BadSignature:

@@ -104,9 +104,7 @@ def select_image_models(
         prefix, _, rest = model.partition("###")
         chosen = _find_ref(refs, prefix)
         if chosen is None:
-            raise GatewayError(
-                404, f"No image model '{prefix}' on this route.", param="model", code="model_not_found"
-            )
+            raise GatewayError(404, f"No image model '{prefix}' on this route.", param="model", code="model_not_found")
         requested_model = rest or None
     elif model and "/" in model:
         prefix, _, rest = model.partition("/")

@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.core.files.uploadedfile import UploadedFile
 
-from edits_api import validation
+from edits_api import resilience, validation
 from edits_api.errors import GatewayError, invalid
 from edits_api.providers import adapter_for
 from edits_api.providers.base import Connection, ImageRequest, ImageResult
+from edits_api.resilience import RetryPolicy
 from edits_api.selection import Candidate, select_image_models
 from edits_api.validation import EDIT_FIELDS, family_for
 from entities.catalog import PROVIDERS
@@ -37,7 +38,6 @@ class Outcome:
     attempts: int = 0
     images: int = 0
     usage: dict[str, Any] | None = None
-    tried: list[str] = field(default_factory=list)
 
 
 def connection_for(image_model: ImageModel) -> Connection:
@@ -99,9 +99,7 @@ def _prepare_edit(
     checked_mask = validation.inspect_image(mask, "mask") if mask is not None else None
     validation.check_images(checked, checked_mask, family)
     if checked_mask is not None and image_model.provider == "gemini":
-        raise invalid(
-            "Gemini has no mask input; send the edit without 'mask' or use another image model.", "mask"
-        )
+        raise invalid("Gemini has no mask input; send the edit without 'mask' or use another image model.", "mask")
     request = ImageRequest(
         prompt=prompt,
         model=candidate.model,
@@ -124,15 +122,18 @@ def _call_candidates(
     candidates: list[Candidate],
     *,
     fallback: bool,
+    policy: RetryPolicy,
     outcome: Outcome,
     prepare: Callable[[Candidate], tuple[ImageRequest, str | None]],
     call: Callable[[Connection, ImageRequest], ImageResult],
 ) -> tuple[ImageResult, Connection, str | None]:
-    """Calls the first candidate; on a retryable failure the next ones, when fallback is on.
+    """Calls the first candidate, retrying retryable failures; then the next ones, when fallback is on.
 
-    Each candidate's request is prepared (and checked) with its own model and defaults.
+    Each candidate's request is prepared (and checked) with its own model and defaults. A candidate
+    whose circuit is open is skipped; non-retryable answers (400, 401, 404...) end the request at once.
     """
     last_error: GatewayError | None = None
+    skipped: list[str] = []
     for index, candidate in enumerate(candidates if fallback else candidates[:1]):
         try:
             request, response_format = prepare(candidate)
@@ -142,21 +143,41 @@ def _call_candidates(
             # This fallback cannot take the request as sent (e.g. a mask on Gemini): skip it.
             logger.info("fallback %s skipped: %s", candidate.image_model.id, error.message)
             continue
+        image_model_id = candidate.image_model.id
+        if not resilience.breaker_allows(image_model_id):
+            skipped.append(image_model_id)
+            continue
         connection = connection_for(candidate.image_model)
         outcome.image_model, outcome.model = candidate.image_model, candidate.model
-        outcome.attempts += 1
-        outcome.tried.append(candidate.image_model.id)
-        try:
-            return call(connection, request), connection, response_format
-        except GatewayError as error:
-            if not error.retryable:
-                raise
-            logger.warning(
-                "%s failed on %s: %s", candidate.image_model.id, connection.provider_name, error.message
-            )
-            last_error = error
-    assert last_error is not None
-    raise last_error
+        for attempt in range(policy.retries + 1):
+            remaining = policy.remaining()
+            if remaining <= 0:
+                break
+            bounded = replace(connection, timeout_s=min(connection.timeout_s, remaining))
+            outcome.attempts += 1
+            try:
+                result = call(bounded, request)
+            except GatewayError as error:
+                if not error.retryable:
+                    raise
+                resilience.breaker_failure(image_model_id, error)
+                last_error = error
+                logger.warning("%s attempt %d failed: %s", image_model_id, attempt + 1, error.message)
+                delay = resilience.backoff_delay(attempt + 1, error)
+                if attempt == policy.retries or delay >= policy.remaining():
+                    break  # no retry left here, or no time for one: next candidate
+                time.sleep(delay)
+            else:
+                resilience.breaker_success(image_model_id)
+                return result, bounded, response_format
+    if last_error is not None:
+        raise last_error
+    if skipped:
+        raise resilience.all_open_error(skipped)
+    raise GatewayError(
+        504, "The request ran out of time before a provider could answer.", type="upstream_error",
+        code="upstream_timeout",
+    )  # fmt: skip
 
 
 def image_edit(
@@ -165,6 +186,8 @@ def image_edit(
     fields: dict[str, list[str]],
     files: dict[str, list[UploadedFile]],
     fallback: bool,
+    fallback_named: bool,
+    policy: RetryPolicy,
     outcome: Outcome,
 ) -> tuple[ImageResult, Connection, str | None]:
     """Runs one edit; returns the provider's result, the connection used and the wanted format."""
@@ -185,7 +208,8 @@ def image_edit(
     started = time.monotonic()
     result = _call_candidates(
         selection.candidates,
-        fallback=fallback and not selection.explicit,
+        fallback=fallback and (fallback_named or not selection.explicit),
+        policy=policy,
         outcome=outcome,
         prepare=prepare,
         call=lambda connection, request: adapter_for(connection.provider).edit(connection, request),

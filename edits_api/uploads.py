@@ -92,10 +92,15 @@ def multipart_upload(request: HttpRequest, *, limit: int) -> Iterator[Upload]:
         )
     check_declared_length(request, limit)
     meta = dict(request.META)
+    # Media types are case-insensitive; Django's parser only knows the lower-case spelling.
+    meta["CONTENT_TYPE"] = "multipart/form-data" + content_type[len("multipart/form-data") :]
     if declared_length(request) is None:
         meta["CONTENT_LENGTH"] = str(limit)  # the parser skips bodies it believes empty
     stream = capped_body(request, limit)
-    parser = MultiPartParser(meta, stream, request.upload_handlers, request.encoding)  # type: ignore[arg-type]
+    try:  # the parser refuses a missing or invalid boundary as soon as it is made
+        parser = MultiPartParser(meta, stream, request.upload_handlers, request.encoding)  # type: ignore[arg-type]
+    except MultiPartParserError as exc:
+        raise GatewayError(400, f"The multipart body is malformed: {exc}", code="invalid_request_body") from None
     try:
         data, files = parser.parse()
     except GatewayError:
@@ -108,16 +113,27 @@ def multipart_upload(request: HttpRequest, *, limit: int) -> Iterator[Upload]:
         ) from None
     except (MultiPartParserError, ValueError, UnicodeDecodeError) as exc:
         parser._close_files()  # type: ignore[attr-defined]
-        raise GatewayError(
-            400, f"The multipart body is malformed: {exc}", code="invalid_request_body"
-        ) from None
+        raise GatewayError(400, f"The multipart body is malformed: {exc}", code="invalid_request_body") from None
     upload = Upload(
         fields={key: data.getlist(key) for key in data},
         files={key: files.getlist(key) for key in files},
     )
     try:
+        _check_text(upload.fields, request.encoding or "utf-8")
         yield upload
     finally:
         for file_list in upload.files.values():
             for file in file_list:
                 file.close()
+
+
+def _check_text(fields: dict[str, list[str]], encoding: str) -> None:
+    """The parser turns undecodable bytes into U+FFFD; refuse them, and NUL, instead of passing them on."""
+    for key, values in fields.items():
+        if any("\ufffd" in value or "\x00" in value for value in values):
+            raise GatewayError(
+                400,
+                f"'{key}' is not valid text: it holds bytes that are not {encoding}, or a NUL character.",
+                param=key,
+                code="invalid_value",
+            )

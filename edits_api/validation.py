@@ -67,9 +67,7 @@ def family_for(*, provider: str, model: str, operation: str) -> Family:
         return Family("dall-e-2", 1_000, sizes, ("standard", "auto"), 1, 4 * 2**20)
     if model == "dall-e-3" and operation == "generation":
         sizes = ("1024x1024", "1792x1024", "1024x1792")
-        return Family(
-            "dall-e-3", 4_000, sizes, ("standard", "hd", "auto"), 0, 0, styles=("vivid", "natural"), max_n=1
-        )
+        return Family("dall-e-3", 4_000, sizes, ("standard", "hd", "auto"), 0, 0, styles=("vivid", "natural"), max_n=1)
     fidelity = not model.startswith("gpt-image-1-mini")
     flexible = model.startswith("gpt-image-2")
     qualities = (*_GPT_QUALITIES, "standard") if operation == "edition" else _GPT_QUALITIES
@@ -116,9 +114,7 @@ def _check_size(size: str | None, family: Family) -> None:
         return
     match = _SIZE.match(size)
     if not match:
-        raise invalid(
-            f"Invalid value for 'size': {size!r}. Use WIDTHxHEIGHT (e.g. 1024x1024) or auto.", "size"
-        )
+        raise invalid(f"Invalid value for 'size': {size!r}. Use WIDTHxHEIGHT (e.g. 1024x1024) or auto.", "size")
     width, height = int(match[1]), int(match[2])
     if family.name == "gpt-image":  # gpt-image-2's flexible sizes
         if width % 16 or height % 16 or max(width, height) > 3840 or min(width, height) > 2160:
@@ -151,9 +147,7 @@ def check_fields(fields: dict[str, Any], *, family: Family, operation: str) -> t
     compression = None
     if fields.get("output_compression") is not None:
         if fields.get("output_format") not in ("jpeg", "webp"):
-            raise invalid(
-                "'output_compression' applies only to output_format jpeg or webp.", "output_compression"
-            )
+            raise invalid("'output_compression' applies only to output_format jpeg or webp.", "output_compression")
         compression = _int(fields["output_compression"], "output_compression", 0, 100)
     if operation == "edition":
         fidelity = ("high", "low") if family.input_fidelity else ()
@@ -169,9 +163,7 @@ def check_fields(fields: dict[str, Any], *, family: Family, operation: str) -> t
     if str(fields.get("stream", "false")).lower() not in ("false", "0"):
         raise invalid("Streaming is not supported by this gateway; leave 'stream' unset.", "stream")
     if fields.get("partial_images") not in (None, "0", 0):
-        raise invalid(
-            "'partial_images' needs streaming, which this gateway does not support.", "partial_images"
-        )
+        raise invalid("'partial_images' needs streaming, which this gateway does not support.", "partial_images")
     if fields.get("user") is not None and len(str(fields["user"])) > 256:
         raise invalid("'user' is longer than 256 characters.", "user")
     return prompt, n, compression
@@ -185,9 +177,7 @@ def inspect_image(upload: Any, param: str) -> ImageFile:
             fmt, (width, height), mode = image.format, image.size, image.mode
             has_alpha = "A" in mode or "transparency" in image.info
     except Image.DecompressionBombError:
-        raise invalid(
-            f"'{param}' declares too many pixels to be a real image.", param, "invalid_image"
-        ) from None
+        raise invalid(f"'{param}' declares too many pixels to be a real image.", param, "invalid_image") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise invalid(f"'{param}' is not a PNG, JPEG or WebP image.", param, "invalid_image") from None
     finally:
@@ -223,9 +213,7 @@ def check_images(images: list[ImageFile], mask: ImageFile | None, family: Family
         raise GatewayError(400, "'image' is required: send at least one image file.", param="image",
                            code="missing_required_parameter")  # fmt: skip
     if len(images) > family.max_images:
-        raise invalid(
-            f"{family.name} takes at most {family.max_images} image(s); got {len(images)}.", "image"
-        )
+        raise invalid(f"{family.name} takes at most {family.max_images} image(s); got {len(images)}.", "image")
     for index, image in enumerate(images):
         if image.size > family.max_image_bytes:
             limit = family.max_image_bytes // 2**20

@@ -10,16 +10,19 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
+from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from edits_api import results, services
+from edits_api import idempotency, results, services
 from edits_api.auth import authenticate
 from edits_api.errors import GatewayError
-from edits_api.models import UsageRecord
+from edits_api.models import UsageRecord, usage_save
+from edits_api.resilience import RetryPolicy
 from edits_api.routing import KeyInfo, RouteInfo, route_table
-from edits_api.uploads import declared_length, multipart_upload
+from edits_api.schema import EDIT_DESCRIPTION, EDIT_RESPONSES, ImageEditSerializer
+from edits_api.uploads import Upload, declared_length, multipart_upload
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +36,10 @@ class ImagesEndpoint(APIView):
     key: KeyInfo | None = None
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        started = time.monotonic()
+        self.started = time.monotonic()
         self.outcome = services.Outcome()
         response = super().dispatch(request, *args, **kwargs)
-        self._record(request, response, started)
+        self._record(request, response, self.started)
         return response
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
@@ -64,36 +67,41 @@ class ImagesEndpoint(APIView):
 
     def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)
-        if self.route is not None:
-            response["X-Gateway-Route"] = self.route.route.id
-        if self.outcome.image_model is not None:
-            response["X-Gateway-Image-Model"] = self.outcome.image_model.id
-            response["X-Gateway-Attempts"] = str(self.outcome.attempts)
+        for name, value in self._served_headers().items():
+            response.setdefault(name, value)
         return response
+
+    def _served_headers(self) -> dict[str, str]:
+        """Which route and image model served, and after how many provider calls."""
+        headers = {}
+        if self.route is not None:
+            headers["X-Gateway-Route"] = self.route.route.id
+        if self.outcome.image_model is not None:
+            headers["X-Gateway-Image-Model"] = self.outcome.image_model.id
+            headers["X-Gateway-Attempts"] = str(self.outcome.attempts)
+        return headers
 
     def _record(self, request: HttpRequest, response: HttpResponseBase, started: float) -> None:
         """One usage row per request; a failure to record is logged, never turned into an error."""
         body = getattr(response, "data", None)
         error = body.get("error") if isinstance(body, dict) else None
         outcome = self.outcome
-        try:
-            UsageRecord.objects.create(
-                endpoint=self.endpoint,
-                route_id=self.route.route.id if self.route else "",
-                image_model_id=outcome.image_model.id if outcome.image_model else "",
-                api_key_id=self.key.id if self.key else "",
-                provider=outcome.image_model.provider if outcome.image_model else "",
-                model=outcome.model[:200],
-                status=response.status_code,
-                error_code=(error.get("code") or "")[:64] if isinstance(error, dict) else "",
-                images=outcome.images,
-                request_bytes=_safe_length(request),
-                latency_ms=int((time.monotonic() - started) * 1000),
-                attempts=outcome.attempts,
-                usage=outcome.usage,
-            )
-        except DatabaseError:
-            logger.exception("could not record usage for %s %s", request.method, request.path)
+        record = UsageRecord(
+            endpoint=self.endpoint,
+            route_id=self.route.route.id if self.route else "",
+            image_model_id=outcome.image_model.id if outcome.image_model else "",
+            api_key_id=self.key.id if self.key else "",
+            provider=outcome.image_model.provider if outcome.image_model else "",
+            model=outcome.model[:200],
+            status=response.status_code,
+            error_code=(error.get("code") or "")[:64] if isinstance(error, dict) else "",
+            images=outcome.images,
+            request_bytes=_safe_length(request),
+            latency_ms=int((time.monotonic() - started) * 1000),
+            attempts=outcome.attempts,
+            usage=outcome.usage,
+        )
+        usage_save(record)
 
 
 def _safe_length(request: HttpRequest) -> int:
@@ -109,23 +117,59 @@ class EditsView(ImagesEndpoint):
     def _plugin_on(self, route: RouteInfo) -> bool:
         return bool(route.route.edit_plugin_enabled)
 
+    @extend_schema(
+        operation_id="createImageEdit",
+        summary="Edit images",
+        description=EDIT_DESCRIPTION,
+        tags=["Images"],
+        request={"multipart/form-data": ImageEditSerializer},
+        responses=EDIT_RESPONSES,
+    )
     def post(self, request: Request) -> Response:
         assert self.route is not None
         route = self.route.route
         with multipart_upload(request._request, limit=route.max_size_upload) as upload:
-            result, provider, response_format = services.image_edit(
-                refs=self.route.edit_refs,
-                fields=upload.fields,
-                files=upload.files,
-                fallback=route.edit_fallback,
-                outcome=self.outcome,
+            idempotency_key = request.headers.get("Idempotency-Key")
+            if idempotency_key is None:
+                return Response(self._edit(request, upload))
+            scope = f"key:{self.key.id}" if self.key else f"route:{route.id}"
+            claimed = idempotency.claim(
+                scope=scope,
+                key=idempotency_key,
+                fingerprint=idempotency.fingerprint(upload.fields, upload.files),
+                wait_until=self.started + route.edit_deadline_ms / 1000,
             )
-        body = results.answer(
-            result, response_format=response_format, request=request._request, connection=provider
+            if isinstance(claimed, idempotency.Replay):
+                return Response(
+                    claimed.body, status=claimed.status, headers={**claimed.headers, "Idempotent-Replayed": "true"}
+                )
+            try:
+                body = self._edit(request, upload)
+            except GatewayError as error:
+                idempotency.complete(claimed, status=error.status, body=error.body(), headers=self._served_headers())
+                raise
+            except BaseException:
+                claimed.delete()
+                raise
+            idempotency.complete(claimed, status=200, body=body, headers=self._served_headers())
+            return Response(body)
+
+    def _edit(self, request: Request, upload: Upload) -> dict[str, Any]:
+        assert self.route is not None
+        route = self.route.route
+        result, provider, response_format = services.image_edit(
+            refs=self.route.edit_refs,
+            fields=upload.fields,
+            files=upload.files,
+            fallback=route.edit_fallback,
+            fallback_named=route.edit_fallback_named,
+            policy=RetryPolicy(route.edit_retries, self.started + route.edit_deadline_ms / 1000),
+            outcome=self.outcome,
         )
+        body = results.answer(result, response_format=response_format, request=request._request, connection=provider)
         self.outcome.images = len(body["data"])
         self.outcome.usage = body.get("usage")
-        return Response(body)
+        return body
 
 
 def readyz(request: HttpRequest) -> JsonResponse:

@@ -148,7 +148,19 @@ class RouteAdmin(admin.ModelAdmin):
     search_fields = ("id", "name")
     fieldsets = (
         (None, {"fields": ["id", "name", "enabled", "domains"]}),
-        ("Images edit plugin", {"fields": ["edit_plugin_enabled", "max_size_upload", "edit_fallback"]}),
+        (
+            "Images edit plugin",
+            {
+                "fields": [
+                    "edit_plugin_enabled",
+                    "max_size_upload",
+                    "edit_fallback",
+                    "edit_fallback_named",
+                    "edit_retries",
+                    "edit_deadline_ms",
+                ]
+            },
+        ),
         (
             "Images generation plugin",
             {"fields": ["generation_plugin_enabled", "generation_decode", "generation_fallback"]},

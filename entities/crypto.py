@@ -32,6 +32,5 @@ def decrypt(cipher: str) -> str:
         return _fernet().decrypt(cipher.encode()).decode()
     except InvalidToken:
         raise ImproperlyConfigured(
-            "a stored token cannot be decrypted: ENCRYPTION_KEYS (or SECRET_KEY) changed "
-            "without keeping the old key"
+            "a stored token cannot be decrypted: ENCRYPTION_KEYS (or SECRET_KEY) changed without keeping the old key"
         ) from None

@@ -15,7 +15,9 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import DatabaseError, models, transaction
 
 from entities.models import (
+    DEFAULT_DEADLINE_MS,
     DEFAULT_MAX_SIZE_UPLOAD,
+    DEFAULT_RETRIES,
     DEFAULT_TIMEOUT_MS,
     ApiKey,
     ImageModel,
@@ -30,7 +32,14 @@ GENERATION_PLUGIN = _PLUGIN_NS + "OpenAICompatImagesGen"
 
 # Config keys each plugin accepts, with their JSON type; `refs` is checked on its own.
 _PLUGIN_CONFIG: dict[str, dict[str, type]] = {
-    EDIT_PLUGIN: {"refs": list, "max_size_upload": int, "fallback": bool},
+    EDIT_PLUGIN: {
+        "refs": list,
+        "max_size_upload": int,
+        "fallback": bool,
+        "fallback_named": bool,
+        "retries": int,
+        "deadline": int,
+    },
     GENERATION_PLUGIN: {"refs": list, "decode": bool, "fallback": bool},
 }
 _PLUGIN_KIND = {EDIT_PLUGIN: RouteRef.EDIT, GENERATION_PLUGIN: RouteRef.GENERATION}
@@ -199,9 +208,7 @@ def _valid_id(problems: _Problems, where: str, model: type[models.Model], value:
 
 def _snapshot(instance: models.Model) -> dict[str, Any]:
     return {
-        f.attname: getattr(instance, f.attname)
-        for f in instance._meta.concrete_fields
-        if f.name not in _BOOKKEEPING
+        f.attname: getattr(instance, f.attname) for f in instance._meta.concrete_fields if f.name not in _BOOKKEEPING
     }
 
 
@@ -224,12 +231,8 @@ def _import_image_model(problems: _Problems, where: str, item: Any, summary: Imp
     entity = _object(problems, where, "", item, _IMAGE_MODEL_KEYS, required=("id", "provider"))
     if entity is None:
         return
-    config = _object(
-        problems, where, "config", entity.get("config", {}), {"connection": dict, "options": dict}
-    )
-    selection = _object(
-        problems, where, "models", entity.get("models", {}), {"include": list, "exclude": list}
-    )
+    config = _object(problems, where, "config", entity.get("config", {}), {"connection": dict, "options": dict})
+    selection = _object(problems, where, "models", entity.get("models", {}), {"include": list, "exclude": list})
     if config is None or selection is None:
         return
     # Provider extras (Azure's resource_name, ...) pass through; the model refuses those it does not take.
@@ -292,9 +295,7 @@ def _import_route(problems: _Problems, where: str, item: Any, summary: ImportSum
         instance = Route(id=entity["id"])
     before = _snapshot(instance)
     refs_before = (
-        []
-        if created
-        else [(r.plugin, r.image_model_id) for r in instance.refs.order_by("plugin", "position")]
+        [] if created else [(r.plugin, r.image_model_id) for r in instance.refs.order_by("plugin", "position")]
     )
     instance.name = entity.get("name", "")
     instance.enabled = entity.get("enabled", True)
@@ -303,6 +304,9 @@ def _import_route(problems: _Problems, where: str, item: Any, summary: ImportSum
     instance.edit_plugin_enabled = None
     instance.max_size_upload = DEFAULT_MAX_SIZE_UPLOAD
     instance.edit_fallback = True
+    instance.edit_fallback_named = False
+    instance.edit_retries = DEFAULT_RETRIES
+    instance.edit_deadline_ms = DEFAULT_DEADLINE_MS
     instance.generation_plugin_enabled = None
     instance.generation_decode = False
     instance.generation_fallback = True
@@ -327,9 +331,7 @@ def _import_route(problems: _Problems, where: str, item: Any, summary: ImportSum
             shape_ok = False
             continue
         seen_plugins.add(block["plugin"])
-        config = _object(
-            problems, where, f"{at}.config", block.get("config", {}), _PLUGIN_CONFIG[block["plugin"]]
-        )
+        config = _object(problems, where, f"{at}.config", block.get("config", {}), _PLUGIN_CONFIG[block["plugin"]])
         if config is None:
             shape_ok = False
             continue
@@ -345,7 +347,12 @@ def _import_route(problems: _Problems, where: str, item: Any, summary: ImportSum
             instance.edit_plugin_enabled = enabled
             instance.max_size_upload = config.get("max_size_upload", DEFAULT_MAX_SIZE_UPLOAD)
             instance.edit_fallback = config.get("fallback", True)
+            instance.edit_fallback_named = config.get("fallback_named", False)
+            instance.edit_retries = config.get("retries", DEFAULT_RETRIES)
+            instance.edit_deadline_ms = config.get("deadline", DEFAULT_DEADLINE_MS)
             paths["max_size_upload"] = f"{at}.config.max_size_upload"
+            paths["edit_retries"] = f"{at}.config.retries"
+            paths["edit_deadline_ms"] = f"{at}.config.deadline"
         else:
             instance.generation_plugin_enabled = enabled
             instance.generation_decode = config.get("decode", False)
@@ -443,9 +450,7 @@ def _import_api_key(problems: _Problems, where: str, item: Any, summary: ImportS
     existing_routes = set(Route.objects.filter(pk__in=route_ids).values_list("pk", flat=True))
     missing = [r for r in route_ids if r not in existing_routes]
     if missing:
-        problems.add(
-            where, "routes", f"no route {', '.join(map(repr, missing))} in the database or this file"
-        )
+        problems.add(where, "routes", f"no route {', '.join(map(repr, missing))} in the database or this file")
     if len(problems.errors) > reported:
         return
 
@@ -530,6 +535,9 @@ def _export_route(route: Route) -> dict[str, Any]:
                     "refs": refs[RouteRef.EDIT],
                     "max_size_upload": route.max_size_upload,
                     "fallback": route.edit_fallback,
+                    "fallback_named": route.edit_fallback_named,
+                    "retries": route.edit_retries,
+                    "deadline": route.edit_deadline_ms,
                 },
             }
         )
@@ -556,9 +564,7 @@ def _export_route(route: Route) -> dict[str, Any]:
 
 def _export_api_key(key: ApiKey) -> dict[str, Any]:
     limits = {
-        name: value
-        for name in ("requests_per_minute", "images_per_day")
-        if (value := getattr(key, name)) is not None
+        name: value for name in ("requests_per_minute", "images_per_day") if (value := getattr(key, name)) is not None
     }
     return {
         "id": key.id,
@@ -572,9 +578,7 @@ def _export_api_key(key: ApiKey) -> dict[str, Any]:
 def entities_export(*, with_secrets: bool) -> dict[str, Any]:
     """Every entity in the import form, sorted by id: literal tokens only `with_secrets`, no key secret."""
     return {
-        "image_models": [
-            _export_image_model(m, with_secrets=with_secrets) for m in ImageModel.objects.order_by("id")
-        ],
+        "image_models": [_export_image_model(m, with_secrets=with_secrets) for m in ImageModel.objects.order_by("id")],
         "routes": [_export_route(r) for r in Route.objects.order_by("id").prefetch_related("refs")],
         "api_keys": [_export_api_key(k) for k in ApiKey.objects.order_by("id").prefetch_related("routes")],
     }

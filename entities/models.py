@@ -22,6 +22,8 @@ ENTITY_ID = RegexValidator(r"^[A-Za-z0-9_.:-]+$", "ids may hold letters, digits 
 ENV_REF = re.compile(r"^\$\{env\.([A-Za-z_][A-Za-z0-9_]*)\}$")
 DEFAULT_TIMEOUT_MS = 180_000
 DEFAULT_MAX_SIZE_UPLOAD = 104_857_600
+DEFAULT_RETRIES = 1
+DEFAULT_DEADLINE_MS = 600_000
 
 # Option keys an operator may set, with the type each must have (bool is checked before int).
 _COMMON_OPTIONS: dict[str, type] = {
@@ -111,9 +113,7 @@ def validate_string_map(values: Any) -> None:
         raise ValidationError("must be an object of strings")
 
 
-_HOST = re.compile(
-    r"^(\*|[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)$"
-)
+_HOST = re.compile(r"^(\*|[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)$")
 
 
 def validate_domains(domains: Any) -> None:
@@ -149,9 +149,7 @@ class ImageModel(models.Model):
     tags = models.JSONField(default=list, blank=True, validators=[validate_string_list])
     metadata = models.JSONField(default=dict, blank=True, validators=[validate_string_map])
     provider = models.CharField(max_length=32, choices=PROVIDER_CHOICES)
-    base_url = models.URLField(
-        max_length=500, blank=True, default="", help_text="Empty: the provider's default."
-    )
+    base_url = models.URLField(max_length=500, blank=True, default="", help_text="Empty: the provider's default.")
     token = EncryptedTextField(
         blank=True,
         default="",
@@ -212,13 +210,9 @@ class ImageModel(models.Model):
         elif provider:
             unknown = set(self.connection_extra) - set(provider.extra_connection_keys)
             if unknown:
-                errors["connection_extra"] = [
-                    f"{provider.name} takes no connection key {', '.join(sorted(unknown))}"
-                ]
+                errors["connection_extra"] = [f"{provider.name} takes no connection key {', '.join(sorted(unknown))}"]
             elif (
-                provider.key == "azure-openai"
-                and not self.base_url
-                and not self.connection_extra.get("resource_name")
+                provider.key == "azure-openai" and not self.base_url and not self.connection_extra.get("resource_name")
             ):
                 errors["connection_extra"] = ["Azure OpenAI needs resource_name (or a base_url)"]
         if self.timeout_ms is not None and not 1 <= self.timeout_ms <= 3_600_000:
@@ -240,7 +234,16 @@ class Route(models.Model):
     # The images-edit plugin: null = absent from the route.
     edit_plugin_enabled = models.BooleanField(null=True, blank=True, verbose_name="edit plugin")
     max_size_upload = models.PositiveBigIntegerField(default=DEFAULT_MAX_SIZE_UPLOAD)
-    edit_fallback = models.BooleanField(default=True)
+    edit_fallback = models.BooleanField(default=True, help_text="On a retryable provider failure, try the next ref.")
+    edit_fallback_named = models.BooleanField(
+        default=False, help_text="Fall back even when the client named a ref (X/model or provider)."
+    )
+    edit_retries = models.PositiveSmallIntegerField(
+        default=DEFAULT_RETRIES, help_text="Extra attempts per ref on a retryable failure (0-5)."
+    )
+    edit_deadline_ms = models.PositiveIntegerField(
+        default=DEFAULT_DEADLINE_MS, help_text="Time budget of one request across retries and fallbacks."
+    )
     # The images-generation plugin: null = absent from the route.
     generation_plugin_enabled = models.BooleanField(null=True, blank=True, verbose_name="generation plugin")
     generation_decode = models.BooleanField(default=False)
@@ -255,8 +258,15 @@ class Route(models.Model):
         return f"{self.name} ({self.id})"
 
     def clean(self) -> None:
+        errors = {}
         if self.max_size_upload is not None and self.max_size_upload < 1:
-            raise ValidationError({"max_size_upload": "must be a positive number of bytes"})
+            errors["max_size_upload"] = "must be a positive number of bytes"
+        if self.edit_retries is not None and self.edit_retries > 5:
+            errors["edit_retries"] = "at most 5 retries per ref"
+        if self.edit_deadline_ms is not None and not 1_000 <= self.edit_deadline_ms <= 3_600_000:
+            errors["edit_deadline_ms"] = "the deadline must be between 1 s and one hour"
+        if errors:
+            raise ValidationError(errors)
 
     def ref_ids(self, plugin: str) -> list[str]:
         return [ref.image_model_id for ref in self.refs.all() if ref.plugin == plugin]
@@ -276,9 +286,7 @@ class RouteRef(models.Model):
 
     class Meta:
         ordering = ["plugin", "position", "id"]
-        constraints = [
-            models.UniqueConstraint(fields=["route", "plugin", "image_model"], name="unique_ref_per_plugin")
-        ]
+        constraints = [models.UniqueConstraint(fields=["route", "plugin", "image_model"], name="unique_ref_per_plugin")]
 
     def __str__(self) -> str:
         return f"{self.plugin} #{self.position}: {self.image_model_id}"

@@ -48,9 +48,7 @@ def image_models_set_edition(*, image_models: Iterable[ImageModel], enabled: boo
             refused = [m for m in locked if not provider_can(m.provider, "edition")]
             if refused:
                 names = ", ".join(f"{m.id} ({PROVIDERS[m.provider].name})" for m in refused)
-                raise ValidationError(
-                    f"Nothing changed: these image models' providers cannot edit images: {names}."
-                )
+                raise ValidationError(f"Nothing changed: these image models' providers cannot edit images: {names}.")
         for image_model in locked:
             if image_model.edition_enabled == enabled:
                 result.unchanged.append(image_model.pk)

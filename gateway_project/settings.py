@@ -78,12 +78,15 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's assets, served from here rather than a CDN
     "entities",
     "edits_api",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "edits_api.errors.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -143,6 +146,10 @@ DATA_UPLOAD_MAX_NUMBER_FILES = 32
 # How long a worker serves routes and entities from its in-process snapshot before re-reading.
 ROUTE_CACHE_SECONDS = env.float("ROUTE_CACHE_SECONDS", default=1.0)
 
+# Circuit breaker per image model: open after this many consecutive retryable failures, for this long.
+BREAKER_FAILURES = _positive_int("BREAKER_FAILURES", 5)
+BREAKER_COOLDOWN_SECONDS = _positive_int("BREAKER_COOLDOWN_SECONDS", 30)
+
 # Lifetime of the signed image URLs the gateway hands out for response_format=url.
 SIGNED_URL_MAX_AGE = _positive_int("SIGNED_URL_MAX_AGE", 3600)
 
@@ -152,6 +159,28 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "edits_api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# GET /openapi.json and /docs: only the public image API, at /v1/... (each route adds its prefix).
+SPECTACULAR_SETTINGS = {
+    "TITLE": "AI image gateway",
+    "DESCRIPTION": "OpenAI-compatible image API in front of several providers. Every path below is "
+    "served under each route's prefix, on the route's hosts.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,  # file fields as binary in requests
+    "PREPROCESSING_HOOKS": ["edits_api.schema.public_image_endpoints"],
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "api-key"},
+        }
+    },
+    "SECURITY": [{"bearer": []}, {"apiKey": []}, {}],  # {}: routes that no API key names are open
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 LOGGING = {

@@ -50,6 +50,8 @@ def make_image_model(id: str, provider: str, standin: StandIn, **fields: Any) ->
 
 
 def make_route(id: str, domains: list[str], refs: list[ImageModel], **fields: Any) -> Route:
+    """A route with an edit plugin over `refs`; no retries unless asked, so faults show as they are."""
+    fields.setdefault("edit_retries", 0)
     route = Route(id=id, name=id, domains=domains, edit_plugin_enabled=True, **fields)
     route.full_clean()
     route.save()
@@ -69,9 +71,8 @@ def make_key(id: str, secret: str, routes: list[Route], **fields: Any) -> ApiKey
 @pytest.fixture
 def gateway(live_server: Any, standin: StandIn, transactional_db: None) -> Iterator[Gateway]:
     """The live gateway with an OpenAI entity, then a Gemini one, on route `images` (localhost)."""
-    openai = make_image_model(
-        "img-openai", "openai", standin, edition={"enabled": True, "model": "gpt-image-1"}
-    )
+    openai = make_image_model("img-openai", "openai", standin, edition={"enabled": True, "model": "gpt-image-1"})
     gemini = make_image_model("img-gemini", "gemini", standin, edition={"enabled": True})
-    route = make_route("images", ["localhost", "127.0.0.1"], [openai, gemini], edit_fallback=False)
+    # No fallback and no retry: each test sees exactly what the first provider answered.
+    route = make_route("images", ["localhost", "127.0.0.1"], [openai, gemini], edit_fallback=False, edit_retries=0)
     yield Gateway(url=live_server.url, standin=standin, route=route)

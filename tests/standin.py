@@ -38,7 +38,7 @@ from requests_toolbelt.multipart.decoder import MultipartDecoder
 from edits_api.providers.base import Connection, ImageFile
 from entities.catalog import PROVIDERS
 
-# Fault modes; "slow" and "trickle" take `seconds`.
+# Fault modes; "slow" and "trickle" take `seconds`, and "503"/"429" use it as their Retry-After.
 MODES = frozenset(
     {
         "500",  # server_error / INTERNAL
@@ -261,7 +261,7 @@ class StandIn:
         if mode == "slow":
             time.sleep(seconds)
         if mode and mode not in ("slow", "trickle", "gemini_snake_case"):
-            handler.reply_fault(protocol, mode, recorded)
+            handler.reply_fault(protocol, mode, recorded, seconds)
             return
         if gemini:
             status, answer = self._gemini_answer(recorded, gemini["model"], snake_case=mode == "gemini_snake_case")
@@ -440,7 +440,8 @@ class _Handler(BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):  # the client may have gone already
             self.connection.shutdown(socket.SHUT_RDWR)
 
-    def reply_fault(self, protocol: str, mode: str, recorded: Recorded) -> None:
+    def reply_fault(self, protocol: str, mode: str, recorded: Recorded, seconds: float = 0.0) -> None:
+        """For 503 and 429, `seconds` (when set) is the Retry-After the answer carries."""
         gemini = protocol == "gemini"
         if mode == "500":
             self.reply_json(
@@ -449,14 +450,20 @@ class _Handler(BaseHTTPRequestHandler):
             )
         elif mode == "503":
             message = "The model is overloaded. Please try again later."
-            self.reply_json(503, _error(protocol, 503, message, "UNAVAILABLE"), {"Retry-After": "7"})
+            self.reply_json(
+                503, _error(protocol, 503, message, "UNAVAILABLE"), {"Retry-After": f"{seconds:g}" if seconds else "7"}
+            )
         elif mode == "429" and gemini:
             error = _error(protocol, 429, "Resource has been exhausted (e.g. check quota).", "RESOURCE_EXHAUSTED")
             error["error"]["details"] = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "41s"}]
             self.reply_json(429, error)
         elif mode == "429":
             message = "Rate limit reached for images per minute (IPM): Limit 5, Used 5, Requested 1."
-            self.reply_json(429, _error(protocol, 429, message, "rate_limit_exceeded"), {"Retry-After": "20"})
+            self.reply_json(
+                429,
+                _error(protocol, 429, message, "rate_limit_exceeded"),
+                {"Retry-After": f"{seconds:g}" if seconds else "20"},
+            )
         elif mode == "400" and gemini:
             error = _error(protocol, 400, "API key not valid. Please pass a valid API key.", "INVALID_ARGUMENT")
             error["error"]["details"] = [

@@ -327,6 +327,8 @@ def _route_form(**overrides: Any) -> dict[str, Any]:
         "edit_plugin_enabled": "true",
         "max_size_upload": "1048576",
         "edit_fallback": "on",
+        "edit_retries": "1",
+        "edit_deadline_ms": "600000",
         "generation_plugin_enabled": "unknown",
         "generation_fallback": "on",
         "refs-TOTAL_FORMS": "0",

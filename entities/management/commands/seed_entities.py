@@ -45,6 +45,4 @@ def _read(path: str) -> Any:
     except UnicodeDecodeError as exc:
         raise CommandError(f"{path} is not UTF-8 text: {exc}") from None
     except json.JSONDecodeError as exc:
-        raise CommandError(
-            f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
-        ) from None
+        raise CommandError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None

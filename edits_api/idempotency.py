@@ -1,0 +1,95 @@
+"""Idempotency-Key: the first answer is kept 24 h and replayed, so a retried request never calls a
+provider twice; the same key with another body is a 409; a concurrent duplicate waits for the first."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from edits_api.errors import GatewayError
+from edits_api.models import IdempotencyRecord
+
+KEEP = timedelta(hours=24)
+POLL_SECONDS = 0.2
+MAX_KEY_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class Replay:
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+
+def fingerprint(fields: dict[str, list[str]], files: dict[str, list[Any]]) -> str:
+    """A digest of everything the client sent: fields, and each file's name and bytes."""
+    digest = hashlib.sha256()
+    for key in sorted(fields):
+        for value in fields[key]:
+            digest.update(f"f:{key}={value}\0".encode())
+    for key in sorted(files):
+        for upload in files[key]:
+            digest.update(f"u:{key}:{upload.name}\0".encode())
+            upload.seek(0)
+            for chunk in upload.chunks():
+                digest.update(chunk)
+            upload.seek(0)
+    return digest.hexdigest()
+
+
+def claim(*, scope: str, key: str, fingerprint: str, wait_until: float) -> IdempotencyRecord | Replay:
+    """Our own pending record when this request is the first; else the first one's answer."""
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise GatewayError(400, f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.", param="Idempotency-Key")
+    key_hash = hashlib.sha256(key.encode()).hexdigest()
+    while True:
+        now = timezone.now()
+        IdempotencyRecord.objects.filter(scope=scope, key_hash=key_hash, expires_at__lte=now).delete()
+        try:
+            with transaction.atomic():
+                return IdempotencyRecord.objects.create(
+                    scope=scope,
+                    key_hash=key_hash,
+                    fingerprint=fingerprint,
+                    # A pending claim outlives its request only briefly, in case the worker died.
+                    expires_at=now + timedelta(seconds=max(1.0, wait_until - time.monotonic()) + 60),
+                )
+        except IntegrityError:
+            pass
+        first = IdempotencyRecord.objects.filter(scope=scope, key_hash=key_hash).first()
+        if first is None:
+            continue  # the first request failed and let go of the key: this one takes it
+        if first.fingerprint != fingerprint:
+            raise GatewayError(
+                409,
+                "This Idempotency-Key was already used with a different request.",
+                param="Idempotency-Key",
+                code="idempotency_key_reused",
+            )
+        if first.state == IdempotencyRecord.DONE:
+            return Replay(first.status or 200, first.body, first.headers)
+        if time.monotonic() >= wait_until:
+            raise GatewayError(
+                409,
+                "A request with this Idempotency-Key is still being processed; retry later.",
+                param="Idempotency-Key",
+                code="idempotency_key_in_progress",
+            )
+        time.sleep(POLL_SECONDS)
+
+
+def complete(record: IdempotencyRecord, *, status: int, body: Any, headers: dict[str, str]) -> None:
+    """Keeps a final answer for 24 h; a 5xx lets go of the key so the client may try again."""
+    if status >= 500:
+        record.delete()
+        return
+    record.state = IdempotencyRecord.DONE
+    record.status, record.body, record.headers = status, body, headers
+    record.expires_at = timezone.now() + KEEP
+    record.save(update_fields=["state", "status", "body", "headers", "expires_at"])

@@ -1,0 +1,243 @@
+"""Fallback across refs, retries, the circuit breaker and idempotency, against real stand-ins."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+from django.test import override_settings
+
+from edits_api.models import UsageRecord
+from tests.gateway import Gateway, make_image_model, make_route
+from tests.standin import StandIn, image_bytes, mask_bytes
+
+PNG = image_bytes("png", (64, 64))
+FILES = [("image", ("p.png", PNG, "image/png"))]
+
+
+@pytest.fixture
+def backup() -> Iterator[StandIn]:
+    """A second provider, so a fallback is visible as a call to another server."""
+    with StandIn() as server:
+        yield server
+
+
+def post(gateway: Gateway, path: str, data: dict | None = None, headers: dict | None = None, files=FILES):
+    return requests.post(
+        gateway.url + path, files=files, data=data or {"prompt": "hat"}, headers=headers or {}, timeout=30
+    )
+
+
+def test_fallback_from_a_refused_port_to_the_next_ref(gateway: Gateway, backup: StandIn) -> None:
+    dead = make_image_model("img-dead", "openai", gateway.standin, base_url="http://127.0.0.1:9/v1")
+    alive = make_image_model("img-backup", "openai", backup)
+    make_route("fb", ["localhost/fb"], [dead, alive])
+
+    response = post(gateway, "/fb/v1/images/edits")
+
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Gateway-Image-Model"] == "img-backup"
+    assert response.headers["X-Gateway-Attempts"] == "2"
+    assert len(backup.received) == 1
+
+
+def test_fallback_from_openai_503_to_gemini_sends_gemini_its_own_request(gateway: Gateway, backup: StandIn) -> None:
+    overloaded = make_image_model("img-overloaded", "openai", backup)
+    gemini = make_image_model(
+        "img-gem2", "gemini", gateway.standin, edition={"enabled": True, "model": "gemini-3-pro-image"}
+    )
+    make_route("fb", ["localhost/fb"], [overloaded, gemini])
+    backup.fail_always("503")
+
+    response = post(gateway, "/fb/v1/images/edits", data={"prompt": "hat", "size": "1536x1024", "quality": "high"})
+
+    assert response.status_code == 200, response.text
+    assert [r.path for r in backup.received] == ["/v1/images/edits"]
+    sent = gateway.standin.last
+    assert sent.path == "/v1beta/models/gemini-3-pro-image:generateContent"
+    assert sent.json["generationConfig"]["imageConfig"]["aspectRatio"] == "3:2"
+
+
+def test_no_fallback_on_a_moderation_block(gateway: Gateway, backup: StandIn) -> None:
+    first = make_image_model("img-first", "openai", gateway.standin)
+    second = make_image_model("img-second", "openai", backup)
+    make_route("fb", ["localhost/fb"], [first, second])
+    gateway.standin.fail_next("moderation")
+
+    response = post(gateway, "/fb/v1/images/edits")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "moderation_blocked"
+    assert backup.received == []
+
+
+def test_a_named_ref_gets_no_fallback_unless_the_route_allows_it(gateway: Gateway, backup: StandIn) -> None:
+    first = make_image_model("img-first", "openai", gateway.standin)
+    second = make_image_model("img-second", "openai", backup)
+    make_route("strict", ["localhost/strict"], [first, second])
+    make_route("lenient", ["localhost/lenient"], [first, second], edit_fallback_named=True)
+    gateway.standin.fail_always("500")
+    named = {"prompt": "hat", "model": "img-first/gpt-image-1"}
+
+    strict = post(gateway, "/strict/v1/images/edits", data=named)
+    lenient = post(gateway, "/lenient/v1/images/edits", data=named)
+
+    assert strict.status_code == 502
+    assert lenient.status_code == 200
+    assert lenient.headers["X-Gateway-Image-Model"] == "img-second"
+
+
+def test_retry_waits_for_retry_after_then_succeeds(gateway: Gateway) -> None:
+    flaky = make_image_model("img-flaky", "openai", gateway.standin)
+    make_route("retry", ["localhost/retry"], [flaky], edit_retries=2)
+    gateway.standin.fail_next("503", seconds=0.6)
+
+    started = time.monotonic()
+    response = post(gateway, "/retry/v1/images/edits")
+
+    assert response.status_code == 200, response.text
+    assert time.monotonic() - started >= 0.6
+    assert response.headers["X-Gateway-Attempts"] == "2"
+    assert len(gateway.standin.received) == 2
+
+
+def test_no_retry_when_retry_after_passes_the_deadline(gateway: Gateway) -> None:
+    flaky = make_image_model("img-flaky", "openai", gateway.standin)
+    make_route("tight", ["localhost/tight"], [flaky], edit_retries=3, edit_deadline_ms=1500)
+    gateway.standin.fail_next("503", seconds=5)
+
+    started = time.monotonic()
+    response = post(gateway, "/tight/v1/images/edits")
+
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "upstream_error"
+    assert time.monotonic() - started < 1.5
+    assert len(gateway.standin.received) == 1
+
+
+@override_settings(BREAKER_FAILURES=2, BREAKER_COOLDOWN_SECONDS=1)
+def test_breaker_opens_after_k_failures_then_closes_after_a_good_trial(gateway: Gateway) -> None:
+    failing = make_image_model("img-failing", "openai", gateway.standin)
+    make_route("br", ["localhost/br"], [failing])
+    gateway.standin.fail_always("500")
+
+    first, second = post(gateway, "/br/v1/images/edits"), post(gateway, "/br/v1/images/edits")
+    while_open = post(gateway, "/br/v1/images/edits")
+
+    assert [first.status_code, second.status_code] == [502, 502]
+    assert while_open.status_code == 503
+    assert while_open.json()["error"]["code"] == "upstream_unavailable"
+    assert int(while_open.headers["Retry-After"]) >= 1
+    assert len(gateway.standin.received) == 2  # the open circuit kept the third call away
+
+    gateway.standin.reset()
+    time.sleep(1.1)
+    trial = post(gateway, "/br/v1/images/edits")
+    after = post(gateway, "/br/v1/images/edits")
+
+    assert (trial.status_code, after.status_code) == (200, 200)
+    assert len(gateway.standin.received) == 2
+
+
+@override_settings(BREAKER_FAILURES=1, BREAKER_COOLDOWN_SECONDS=60)
+def test_an_open_circuit_sends_traffic_to_the_next_ref(gateway: Gateway, backup: StandIn) -> None:
+    first = make_image_model("img-first", "openai", gateway.standin)
+    second = make_image_model("img-second", "openai", backup)
+    make_route("fb", ["localhost/fb"], [first, second])
+    gateway.standin.fail_next("500")
+
+    post(gateway, "/fb/v1/images/edits")
+    response = post(gateway, "/fb/v1/images/edits")
+
+    assert response.headers["X-Gateway-Image-Model"] == "img-second"
+    assert response.headers["X-Gateway-Attempts"] == "1"
+    assert len(gateway.standin.received) == 1
+
+
+def test_idempotent_replay_makes_one_provider_call(gateway: Gateway) -> None:
+    headers = {"Idempotency-Key": "order-42"}
+
+    first = post(gateway, "/v1/images/edits", headers=headers)
+    second = post(gateway, "/v1/images/edits", headers=headers)
+
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert second.json() == first.json()
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert second.headers["X-Gateway-Image-Model"] == "img-openai"
+    assert len(gateway.standin.received) == 1
+    assert UsageRecord.objects.count() == 2
+
+
+def test_idempotency_key_with_another_body_is_a_409(gateway: Gateway) -> None:
+    headers = {"Idempotency-Key": "order-43"}
+
+    post(gateway, "/v1/images/edits", headers=headers)
+    other = post(gateway, "/v1/images/edits", data={"prompt": "a different hat"}, headers=headers)
+
+    assert other.status_code == 409
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
+    assert len(gateway.standin.received) == 1
+
+
+def test_concurrent_duplicates_make_one_provider_call(gateway: Gateway) -> None:
+    gateway.standin.fail_next("slow", seconds=1.0)
+    headers = {"Idempotency-Key": "order-44"}
+    answers: list[requests.Response] = []
+
+    def send() -> None:
+        answers.append(post(gateway, "/v1/images/edits", headers=headers))
+
+    threads = [threading.Thread(target=send) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert len({a.text for a in answers}) == 1
+    assert len(gateway.standin.received) == 1
+
+
+def test_a_failed_first_attempt_releases_the_idempotency_key(gateway: Gateway) -> None:
+    gateway.standin.fail_next("500")
+    headers = {"Idempotency-Key": "order-45"}
+
+    failed = post(gateway, "/v1/images/edits", headers=headers)
+    retried = post(gateway, "/v1/images/edits", headers=headers)
+
+    assert (failed.status_code, retried.status_code) == (502, 200)
+    assert len(gateway.standin.received) == 2
+
+
+def test_fallback_skips_a_ref_that_cannot_take_the_request(gateway: Gateway, backup: StandIn) -> None:
+    overloaded = make_image_model("img-overloaded", "openai", backup)
+    gemini = make_image_model("img-gem2", "gemini", gateway.standin)
+    make_route("fb", ["localhost/fb"], [overloaded, gemini])
+    backup.fail_always("503")
+    with_mask = [*FILES, ("mask", ("m.png", mask_bytes((64, 64)), "image/png"))]
+
+    response = post(gateway, "/fb/v1/images/edits", files=with_mask)
+
+    assert response.status_code == 502  # the OpenAI failure, not Gemini's mask refusal
+    assert gateway.standin.received == []
+
+
+@override_settings(BREAKER_FAILURES=1, BREAKER_COOLDOWN_SECONDS=60)
+def test_admin_shows_the_open_circuit_and_its_last_error(gateway: Gateway, admin_user, client) -> None:
+    gateway.standin.fail_next("500")
+    post(gateway, "/v1/images/edits")
+    client.force_login(admin_user)
+
+    page = client.get("/admin/edits_api/providerhealth/").content.decode()
+
+    assert "open (" in page
+    assert "502 upstream_error" in page
+    assert "img-gemini" in page  # healthy ones are listed too, as closed
+    closed = client.post(
+        "/admin/edits_api/providerhealth/", {"action": "close_circuit", "_selected_action": ["img-openai"]}
+    )
+    assert closed.status_code == 302
+    assert post(gateway, "/v1/images/edits").status_code == 200
