@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from django.contrib import admin
-from django.http import HttpRequest
-
-from django.contrib import messages
+from django.contrib import admin, messages
 from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from edits_api import resilience
 from edits_api.models import ProviderHealth, UsageRecord
