@@ -1,0 +1,135 @@
+"""The OpenAPI description of the public image API: the shapes used only for the schema, and
+the hooks that keep it to the image endpoints, described without a deployment's route prefix.
+
+Served at /openapi.json (drf-spectacular); the views check input themselves, not through these.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse
+from rest_framework import serializers
+
+_FORMATS = ("png", "jpeg", "webp")
+
+
+class ImageEditSerializer(serializers.Serializer):
+    """The multipart form of POST /v1/images/edits (component `ImageEditRequest`)."""
+
+    image = serializers.FileField(
+        required=False,
+        help_text="The image to edit: PNG, JPEG or WebP (checked by content). Send one `image`, "
+        "or up to 16 as `image[]` (or a repeated `image`).",
+    )
+    mask = serializers.FileField(
+        required=False,
+        help_text="A PNG with an alpha channel, the size of the first image; transparent pixels mark what to edit.",
+    )
+    prompt = serializers.CharField(
+        max_length=32_000,
+        help_text="What to do; at most 32000 characters for gpt-image models, 1000 for dall-e-2.",
+    )
+    model = serializers.CharField(
+        required=False,
+        help_text="The model name, or `REF###model` / `REF/model` to pick one of the route's image models.",
+    )
+    n = serializers.IntegerField(required=False, min_value=1, max_value=10, help_text="How many images.")
+    size = serializers.CharField(
+        required=False, help_text="`WIDTHxHEIGHT` or `auto`; the accepted sizes depend on the model."
+    )
+    quality = serializers.ChoiceField(choices=("auto", "low", "medium", "high", "standard"), required=False)
+    background = serializers.ChoiceField(choices=("auto", "transparent", "opaque"), required=False)
+    response_format = serializers.ChoiceField(
+        choices=("url", "b64_json"),
+        required=False,
+        help_text="`url`: a signed, expiring link on the gateway; `b64_json`: the image inline.",
+    )
+    output_format = serializers.ChoiceField(choices=_FORMATS, required=False)
+    output_compression = serializers.IntegerField(
+        required=False, min_value=0, max_value=100, help_text="For output_format jpeg or webp only."
+    )
+    input_fidelity = serializers.ChoiceField(choices=("high", "low"), required=False)
+    user = serializers.CharField(required=False, max_length=256, help_text="An end-user id, passed on.")
+    provider = serializers.CharField(required=False, help_text="The id of the route's image model to use.")
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        # `image[]` is not a Python name, so it cannot be declared above.
+        fields["image[]"] = serializers.ListField(
+            child=serializers.FileField(), required=False, max_length=16, help_text="Several images (1-16)."
+        )
+        return fields
+
+
+class ImageItemSerializer(serializers.Serializer):
+    url = serializers.URLField(allow_null=True, help_text="Set when response_format is url.")
+    b64_json = serializers.CharField(allow_null=True, help_text="Base64 image bytes (response_format b64_json).")
+    revised_prompt = serializers.CharField(allow_null=True)
+
+
+class ImagesResponseSerializer(serializers.Serializer):
+    created = serializers.IntegerField(help_text="Unix time, in seconds.")
+    usage = serializers.DictField(required=False, help_text="Token usage as the provider reported it.")
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        fields["data"] = ImageItemSerializer(many=True)  # a declared `data` would hide Serializer.data
+        return fields
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    type = serializers.CharField()
+    param = serializers.CharField(allow_null=True)
+    code = serializers.CharField(allow_null=True)
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The one error shape: {"error": {"message", "type", "param", "code"}}."""
+
+    error = ErrorDetailSerializer()
+
+
+def _error(description: str, code: str, type: str = "invalid_request_error") -> OpenApiResponse:
+    example = {"error": {"message": description, "type": type, "param": None, "code": code}}
+    return OpenApiResponse(
+        ErrorSerializer, description=description, examples=[OpenApiExample(code, value=example, response_only=True)]
+    )
+
+
+EDIT_RESPONSES: dict[int, OpenApiResponse] = {
+    200: OpenApiResponse(ImagesResponseSerializer, description="The edited images."),
+    400: _error("Bad input, or the chosen provider cannot edit.", "invalid_value"),
+    401: _error("The route needs an API key and none or a wrong one came.", "invalid_api_key"),
+    403: _error(
+        "Editing is off for the chosen image model, or the model is excluded.", "edition_disabled", "permission_error"
+    ),
+    404: _error("No route for this host and path, or the model names no image model.", "route_not_found"),
+    405: _error("Anything but POST.", "method_not_allowed"),
+    413: _error("The body is larger than the route's upload limit.", "file_too_large"),
+    415: _error("The body is not multipart/form-data.", "unsupported_media_type"),
+    429: _error("The API key is over its rate limit (see Retry-After).", "rate_limit_exceeded", "rate_limit_error"),
+    502: _error("The provider failed or answered something unusable.", "upstream_error", "upstream_error"),
+    504: _error("The provider was slower than the image model's timeout.", "upstream_timeout", "upstream_error"),
+}
+
+EDIT_DESCRIPTION = (
+    "Edits or extends images, OpenAI-compatible. Each deployment serves it under its routes' "
+    "prefixes (`{prefix}/v1/images/edits`); the route is chosen from the Host and the path. "
+    "Send `image` or `image[]` (one is required). A route that an API key names needs "
+    "`Authorization: Bearer <key>` or `api-key: <key>`. The answer names the route and image model "
+    "used in `X-Gateway-Route` and `X-Gateway-Image-Model`."
+)
+
+
+def public_image_endpoints(endpoints: list[tuple[Any, ...]], **kwargs: Any) -> list[tuple[Any, ...]]:
+    """Preprocessing hook: only the image endpoints, each at /v1/images/<endpoint> (no prefix)."""
+    from edits_api.views import ImagesEndpoint  # the views import this module
+
+    kept = []
+    for _path, path_regex, method, callback in endpoints:
+        view = getattr(callback, "cls", None)
+        if isinstance(view, type) and issubclass(view, ImagesEndpoint) and view.endpoint:
+            kept.append((f"/v1/images/{view.endpoint}", path_regex, method, callback))
+    return kept
