@@ -5,6 +5,8 @@ not processes, carry the concurrency, and a few processes use both cores.
 """
 
 import os
+import shutil
+import tempfile
 
 bind = os.environ.get("GUNICORN_BIND", f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
@@ -20,3 +22,23 @@ backlog = int(os.environ.get("GUNICORN_BACKLOG", "2048"))
 preload_app = os.environ.get("GUNICORN_PRELOAD", "true").lower() == "true"
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
 errorlog = "-"
+
+# Prometheus samples of every worker go to one folder that /metrics adds up (new each start).
+# Hooks below follow gunicorn's signatures (server, worker).
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"gateway-metrics-{os.getpid()}"))
+
+
+def on_starting(server):
+    folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

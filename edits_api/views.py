@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from edits_api import idempotency, results, services
+from edits_api import idempotency, metrics, results, services
 from edits_api.auth import authenticate
 from edits_api.errors import GatewayError
 from edits_api.models import UsageRecord, usage_save
@@ -86,6 +86,15 @@ class ImagesEndpoint(APIView):
         body = getattr(response, "data", None)
         error = body.get("error") if isinstance(body, dict) else None
         outcome = self.outcome
+        metrics.observe(
+            endpoint=self.endpoint,
+            route=self.route.route.id if self.route else "",
+            image_model=self.outcome.image_model.id if self.outcome.image_model else "",
+            status=response.status_code,
+            seconds=time.monotonic() - started,
+            attempts=self.outcome.attempts,
+            images=self.outcome.images,
+        )
         record = UsageRecord(
             endpoint=self.endpoint,
             route_id=self.route.route.id if self.route else "",

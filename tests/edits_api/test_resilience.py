@@ -241,3 +241,15 @@ def test_admin_shows_the_open_circuit_and_its_last_error(gateway: Gateway, admin
     )
     assert closed.status_code == 302
     assert post(gateway, "/v1/images/edits").status_code == 200
+
+
+def test_metrics_count_answers_by_route_and_status(gateway: Gateway) -> None:
+    post(gateway, "/v1/images/edits")
+    gateway.standin.fail_next("500")
+    post(gateway, "/v1/images/edits")
+
+    text = requests.get(gateway.url + "/metrics", timeout=10).text
+
+    assert 'gateway_requests_total{endpoint="edits",image_model="img-openai",route="images",status="200"}' in text
+    assert 'gateway_requests_total{endpoint="edits",image_model="img-openai",route="images",status="502"}' in text
+    assert "gateway_request_seconds_bucket" in text
