@@ -11,7 +11,8 @@ import tempfile
 bind = os.environ.get("GUNICORN_BIND", f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "256"))
+# Each worker alone can hold 512 slow edits: connections are not spread evenly across workers.
+threads = int(os.environ.get("GUNICORN_THREADS", "512"))
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 # Longer than the longest provider timeout, so gunicorn never kills a worker mid-edit.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "660"))

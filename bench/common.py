@@ -149,8 +149,8 @@ def multipart_parts(fields: dict[str, str], filename: str) -> tuple[bytes, bytes
     return head, f"\r\n--{BOUNDARY}--\r\n".encode(), f"multipart/form-data; boundary={BOUNDARY}"
 
 
-def edit_body(png: bytes, prompt: str = "Make the sky purple") -> tuple[bytes, str]:
-    head, tail, content_type = multipart_parts({"prompt": prompt, "model": "gpt-image-1"}, "image.png")
+def edit_body(png: bytes, prompt: str = "Make the sky purple", model: str = "gpt-image-1") -> tuple[bytes, str]:
+    head, tail, content_type = multipart_parts({"prompt": prompt, "model": model}, "image.png")
     return head + png + tail, content_type
 
 
@@ -200,14 +200,14 @@ class StandInProcess:
 # --- the gateway ------------------------------------------------------------------------------
 
 
-def image_model_entity(id: str, base_url: str) -> dict[str, Any]:
+def image_model_entity(id: str, base_url: str, provider: str = "openai", model: str = "gpt-image-1") -> dict[str, Any]:
     return {
         "id": id,
         "name": id,
-        "provider": "openai",
+        "provider": provider,
         "config": {
             "connection": {"base_url": base_url, "token": PROVIDER_TOKEN, "timeout": 60000},
-            "options": {"edition": {"enabled": True, "model": "gpt-image-1"}},
+            "options": {"edition": {"enabled": True, "model": model}},
         },
     }
 

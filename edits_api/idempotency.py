@@ -4,6 +4,7 @@ provider twice; the same key with another body is a 409; a concurrent duplicate 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -73,7 +74,7 @@ def claim(*, scope: str, key: str, fingerprint: str, wait_until: float) -> Idemp
                 code="idempotency_key_reused",
             )
         if first.state == IdempotencyRecord.DONE:
-            return Replay(first.status or 200, first.body, first.headers)
+            return Replay(first.status or 200, json.loads(first.body or "null"), first.headers)
         if time.monotonic() >= wait_until:
             raise GatewayError(
                 409,
@@ -90,6 +91,6 @@ def complete(record: IdempotencyRecord, *, status: int, body: Any, headers: dict
         record.delete()
         return
     record.state = IdempotencyRecord.DONE
-    record.status, record.body, record.headers = status, body, headers
+    record.status, record.body, record.headers = status, json.dumps(body), headers
     record.expires_at = timezone.now() + KEEP
     record.save(update_fields=["state", "status", "body", "headers", "expires_at"])

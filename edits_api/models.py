@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-import threading
-from collections import deque
-
-from django.db import DatabaseError, models
+from django.db import models
 from django.utils import timezone
 
 from entities.models import ImageModel
-
-logger = logging.getLogger(__name__)
 
 
 class UsageRecord(models.Model):
@@ -56,7 +50,8 @@ class IdempotencyRecord(models.Model):
     fingerprint = models.CharField(max_length=64)
     state = models.CharField(max_length=8, default=PENDING)
     status = models.PositiveSmallIntegerField(null=True, blank=True)
-    body = models.JSONField(null=True, blank=True)
+    # JSON text, not a JSONField: PostgreSQL's jsonb reorders keys, and a replay must be identical.
+    body = models.TextField(blank=True, default="")
     headers = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(db_index=True)
@@ -66,25 +61,6 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scope} {self.key_hash[:12]} {self.state}"
-
-
-# Usage rows that could not be written (database down), written with the next one that can.
-_unsaved: deque[UsageRecord] = deque(maxlen=100_000)
-_unsaved_lock = threading.Lock()
-
-
-def usage_save(record: UsageRecord) -> None:
-    """Saves a usage row; while the database is down rows wait in memory rather than being lost."""
-    with _unsaved_lock:
-        _unsaved.append(record)
-        pending = list(_unsaved)
-        _unsaved.clear()
-    try:
-        UsageRecord.objects.bulk_create(pending)
-    except DatabaseError as exc:
-        with _unsaved_lock:
-            _unsaved.extendleft(reversed(pending))
-        logger.error("usage not recorded yet (%d waiting): %s", len(pending), exc)
 
 
 class ProviderHealth(ImageModel):

@@ -18,6 +18,7 @@ from edits_api.resilience import RetryPolicy
 from edits_api.selection import Candidate, select_image_models
 from edits_api.validation import EDIT_FIELDS, family_for
 from entities.catalog import PROVIDERS
+from entities.crypto import UNDECRYPTABLE
 from entities.models import ImageModel, resolve_secret
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,13 @@ class Outcome:
 
 
 def connection_for(image_model: ImageModel) -> Connection:
+    if image_model.token == UNDECRYPTABLE:
+        raise GatewayError(
+            502,
+            f"Image model '{image_model.id}' has a stored token the gateway cannot decrypt; an operator must set it again.",
+            type="server_error",
+            code="upstream_misconfigured",
+        )
     return Connection(
         provider=image_model.provider,
         provider_name=PROVIDERS[image_model.provider].name,
@@ -56,6 +64,8 @@ def single_fields(raw: dict[str, list[str]], allowed: frozenset[str]) -> dict[st
     fields = {}
     for key, values in raw.items():
         if key not in allowed:
+            if key in ("image", "image[]", "mask"):
+                raise invalid(f"'{key}' must be a file part, not a text field.", key, "invalid_type")
             raise invalid(f"Unknown parameter: '{key}'.", key, "unknown_parameter")
         if len(values) != 1:
             raise invalid(f"'{key}' was sent {len(values)} times; send it once.", key)

@@ -68,6 +68,20 @@ def family_for(*, provider: str, model: str, operation: str) -> Family:
     if model == "dall-e-3" and operation == "generation":
         sizes = ("1024x1024", "1792x1024", "1024x1792")
         return Family("dall-e-3", 4_000, sizes, ("standard", "hd", "auto"), 0, 0, styles=("vivid", "natural"), max_n=1)
+    if provider != "openai" and not model.startswith(("gpt-image", "chatgpt-image", "dall-e")):
+        # Another OpenAI-compatible provider's own model: OpenAI's value sets, but no OpenAI size caps
+        # (the route's max_size_upload bounds the upload; the provider judges the rest).
+        return Family(
+            "openai-compatible",
+            32_000,
+            None,
+            (*_GPT_QUALITIES, "standard"),
+            MAX_IMAGES,
+            2**40,
+            ("transparent", "opaque", "auto"),
+            _FORMATS,
+            input_fidelity=True,
+        )
     fidelity = not model.startswith("gpt-image-1-mini")
     flexible = model.startswith("gpt-image-2")
     qualities = (*_GPT_QUALITIES, "standard") if operation == "edition" else _GPT_QUALITIES

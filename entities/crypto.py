@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 from functools import lru_cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+logger = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=1)
@@ -27,10 +30,14 @@ def encrypt(plain: str) -> str:
     return _fernet().encrypt(plain.encode()).decode()
 
 
+# What a secret reads as when no configured key decrypts it: one bad row must not stop every
+# route from loading, so the entity that holds it fails alone, when it is called.
+UNDECRYPTABLE = "\x00undecryptable"
+
+
 def decrypt(cipher: str) -> str:
     try:
         return _fernet().decrypt(cipher.encode()).decode()
     except InvalidToken:
-        raise ImproperlyConfigured(
-            "a stored token cannot be decrypted: ENCRYPTION_KEYS (or SECRET_KEY) changed without keeping the old key"
-        ) from None
+        logger.error("a stored token cannot be decrypted: ENCRYPTION_KEYS or SECRET_KEY changed without the old key")
+        return UNDECRYPTABLE

@@ -65,6 +65,8 @@ def mask_secret(value: str) -> str:
     """What the admin may show of a secret: env references whole, literals by their last 4."""
     if not value:
         return "—"
+    if value == crypto.UNDECRYPTABLE:
+        return "(cannot be decrypted: set it again)"
     if env_reference(value):
         return value
     return "…" + value[-4:] if len(value) > 8 else "…"

@@ -55,11 +55,18 @@ try:
 except (environ.ImproperlyConfigured, ValueError) as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
 DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # Hundreds of threads per worker hold provider calls open; they share a few connections
+    # instead of each keeping its own (PostgreSQL allows 100 by default).
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": _positive_int("DB_POOL_SIZE", 10),
+        "timeout": 10,
+    }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A file, not memory, so a gunicorn started by a test sees the test database; one per run.
-    DATABASES["default"]["TEST"] = {
-        "NAME": str(Path(tempfile.gettempdir()) / f"gateway-test-{os.getpid()}.sqlite3")
-    }
+    DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"gateway-test-{os.getpid()}.sqlite3")}
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -145,6 +152,12 @@ DATA_UPLOAD_MAX_NUMBER_FILES = 32
 
 # How long a worker serves routes and entities from its in-process snapshot before re-reading.
 ROUTE_CACHE_SECONDS = env.float("ROUTE_CACHE_SECONDS", default=1.0)
+
+# Kept-alive connections per provider host and worker: as many as threads that may call it at once.
+PROVIDER_POOL_SIZE = _positive_int("PROVIDER_POOL_SIZE", 512)
+
+# Usage rows are written in batches by a thread per process, this often (0: with each request).
+USAGE_FLUSH_SECONDS = env.float("USAGE_FLUSH_SECONDS", default=0.5)
 
 # Circuit breaker per image model: open after this many consecutive retryable failures, for this long.
 BREAKER_FAILURES = _positive_int("BREAKER_FAILURES", 5)

@@ -7,6 +7,8 @@ pytest_plugins = ["tests.standin", "tests.gateway"]
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache() -> None:
-    """Breaker and route state live in the cache; no test inherits another's."""
+def _fresh_cache(settings) -> None:
+    """Breaker and route state live in the cache; no test inherits another's. Usage rows are
+    written with each request, so a test sees them as soon as it has its answer."""
     cache.clear()
+    settings.USAGE_FLUSH_SECONDS = 0

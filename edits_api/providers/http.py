@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import requests
+from django.conf import settings
 import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NameResolutionError, NewConnectionError, ReadTimeoutError
@@ -28,7 +29,8 @@ _session.trust_env = False  # proxies/netrc from the environment must not rerout
 # replayed on another call.
 _session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
 _session.headers["User-Agent"] = "image-gateway"
-_pooled = HTTPAdapter(pool_connections=16, pool_maxsize=64, max_retries=0)
+# One kept-alive connection per thread that may be calling the same provider at once.
+_pooled = HTTPAdapter(pool_connections=16, pool_maxsize=settings.PROVIDER_POOL_SIZE, max_retries=0)
 _session.mount("http://", _pooled)
 _session.mount("https://", _pooled)
 

@@ -326,12 +326,8 @@ def test_route_with_a_key_needs_it(gateway: Gateway) -> None:
     files, data = [("image", png_file())], {"prompt": "x"}
 
     missing = gateway.edit(files=files, data=data)
-    wrong = gateway.edit(
-        files=files, data=data, headers={"Authorization": "Bearer gw-wrong-secret-000000000"}
-    )
-    bearer = gateway.edit(
-        files=files, data=data, headers={"Authorization": "Bearer gw-client-secret-0123456789"}
-    )
+    wrong = gateway.edit(files=files, data=data, headers={"Authorization": "Bearer gw-wrong-secret-000000000"})
+    bearer = gateway.edit(files=files, data=data, headers={"Authorization": "Bearer gw-client-secret-0123456789"})
     api_key = gateway.edit(files=files, data=data, headers={"api-key": "gw-client-secret-0123456789"})
 
     assert [r.status_code for r in (missing, wrong, bearer, api_key)] == [401, 401, 200, 200]
@@ -440,3 +436,22 @@ def test_body_just_under_the_limit_passes(gateway: Gateway) -> None:
     )
 
     assert response.status_code == 200, response.text
+
+
+def test_a_token_that_cannot_be_decrypted_fails_only_its_own_entity(gateway: Gateway) -> None:
+    from django.db import connection
+
+    broken = make_image_model("img-broken", "openai", gateway.standin)
+    make_route("broken", ["localhost/broken"], [broken])
+    with connection.cursor() as cursor:  # as if written under an encryption key since lost
+        cursor.execute("UPDATE entities_imagemodel SET token = 'gAAAAAnotavalidtoken' WHERE id = 'img-broken'")
+    from edits_api.routing import invalidate_route_table
+
+    invalidate_route_table()
+
+    broken_answer = gateway.edit(files=[("image", png_file())], data={"prompt": "x"}, path="/broken/v1/images/edits")
+    healthy_answer = gateway.edit(files=[("image", png_file())], data={"prompt": "x"})
+
+    assert broken_answer.status_code == 502
+    assert broken_answer.json()["error"]["code"] == "upstream_misconfigured"
+    assert healthy_answer.status_code == 200

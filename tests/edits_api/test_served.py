@@ -68,6 +68,7 @@ def served(transactional_db: None, standin: StandIn, tmp_path: Path) -> Iterator
         "GUNICORN_WORKERS": "1",
         "GUNICORN_THREADS": "4",
         "TMPDIR": str(spool),
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
         "FILE_UPLOAD_MAX_MEMORY_SIZE": "65536",
     }
     process = subprocess.Popen(

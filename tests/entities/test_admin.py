@@ -133,16 +133,12 @@ def test_enable_editing_action_turns_edition_on(admin_client, openai_model):
     openai_model.refresh_from_db()
     assert openai_model.edition == {"enabled": True, "model": "gpt-image-1"}
 
-    admin_client.post(
-        _changelist("imagemodel"), {"action": "disable_editing", "_selected_action": [openai_model.pk]}
-    )
+    admin_client.post(_changelist("imagemodel"), {"action": "disable_editing", "_selected_action": [openai_model.pk]})
     openai_model.refresh_from_db()
     assert openai_model.edition["enabled"] is False
 
 
-def test_enable_editing_refuses_whole_selection_when_one_provider_cannot_edit(
-    admin_client, openai_model, azure_model
-):
+def test_enable_editing_refuses_whole_selection_when_one_provider_cannot_edit(admin_client, openai_model, azure_model):
     response = admin_client.post(
         _changelist("imagemodel"),
         {"action": "enable_editing", "_selected_action": [openai_model.pk, azure_model.pk]},
@@ -367,9 +363,7 @@ def test_route_form_saves_domains_and_refs_in_position_order(admin_client, opena
 
 
 def test_route_form_rejects_bad_domains_with_the_model_message(admin_client):
-    response = admin_client.post(
-        reverse("admin:entities_route_add"), _route_form(id="r-bad", domains="bad host!")
-    )
+    response = admin_client.post(reverse("admin:entities_route_add"), _route_form(id="r-bad", domains="bad host!"))
 
     assert response.status_code == 200
     assert "is not a host name" in response.context["adminform"].form.errors["domains"][0]
@@ -380,9 +374,7 @@ def test_route_refs_sharing_a_position_are_refused(admin_client, openai_model):
     gemini = ImageModel.objects.create(id="img-gemini", name="Gemini", provider="gemini")
     data = _route_form(id="r1", **{"refs-TOTAL_FORMS": "2"})
     for i, image_model in enumerate([openai_model.pk, gemini.pk]):
-        data.update(
-            {f"refs-{i}-plugin": "edit", f"refs-{i}-image_model": image_model, f"refs-{i}-position": "0"}
-        )
+        data.update({f"refs-{i}-plugin": "edit", f"refs-{i}-image_model": image_model, f"refs-{i}-position": "0"})
 
     response = admin_client.post(reverse("admin:entities_route_add"), data)
 

@@ -135,9 +135,7 @@ def test_the_example_file_imports_as_is(example: dict[str, Any], mobile_secret: 
 def test_seed_entities_with_a_file_imports_it_and_prints_one_summary_line(mobile_secret: str) -> None:
     output = run("seed_entities", str(EXAMPLE_FILE))
 
-    assert output.strip().splitlines() == [
-        "imported 3 image models, 1 route, 1 API key (5 created, 0 updated)"
-    ]
+    assert output.strip().splitlines() == ["imported 3 image models, 1 route, 1 API key (5 created, 0 updated)"]
     assert ImageModel.objects.count() == 3
 
 
@@ -184,8 +182,7 @@ def test_a_bad_last_entity_leaves_the_database_exactly_unchanged(imported: dict[
     message = import_error(changed)
 
     assert message == (
-        "api_keys[1] (key-mobile-app): rate_limit.requests_per_minute: "
-        "must be at least 1 (leave empty for no limit)"
+        "api_keys[1] (key-mobile-app): rate_limit.requests_per_minute: must be at least 1 (leave empty for no limit)"
     )
     assert db_state() == before
 
@@ -205,9 +202,7 @@ def test_a_bad_file_through_the_command_exits_with_an_error_and_writes_nothing(
     assert db_state() == {k: [] for k in db_state()}
 
 
-def test_the_error_names_the_entity_kind_its_id_and_the_field(
-    example: dict[str, Any], mobile_secret: str
-) -> None:
+def test_the_error_names_the_entity_kind_its_id_and_the_field(example: dict[str, Any], mobile_secret: str) -> None:
     example["image_models"][2]["config"]["options"]["edition"]["enabled"] = True
 
     message = import_error(example)
@@ -225,15 +220,9 @@ def test_every_problem_of_a_kind_is_reported_at_once(example: dict[str, Any], mo
 
     lines = import_error(example).splitlines()
 
-    assert lines[0].startswith(
-        "image_models[0] (image-model-openai): models.include: 'gpt-(1' is not a valid"
-    )
-    assert (
-        "image_models[1] (image-model-gemini): config.options.generation: n must be between 1 and 10" in lines
-    )
-    assert any(
-        line.startswith("image_models[1] (image-model-gemini): config.connection.timeout:") for line in lines
-    )
+    assert lines[0].startswith("image_models[0] (image-model-openai): models.include: 'gpt-(1' is not a valid")
+    assert "image_models[1] (image-model-gemini): config.options.generation: n must be between 1 and 10" in lines
+    assert any(line.startswith("image_models[1] (image-model-gemini): config.connection.timeout:") for line in lines)
 
 
 @pytest.mark.parametrize(
@@ -372,9 +361,7 @@ def test_a_plugin_left_out_is_absent_from_the_route() -> None:
         "plugin": GENERATION_PLUGIN,
         "config": {"refs": ["m1"], "decode": True},
     }
-    entities_import(
-        data={"image_models": [minimal_model("m1")], "routes": [minimal_route(plugins=[generation_only])]}
-    )
+    entities_import(data={"image_models": [minimal_model("m1")], "routes": [minimal_route(plugins=[generation_only])]})
 
     route = Route.objects.get(id="r1")
     assert route.edit_plugin_enabled is None
@@ -416,9 +403,7 @@ def test_a_key_naming_a_missing_route_is_refused(example: dict[str, Any], mobile
 
 
 def test_an_image_model_imported_without_token_keeps_its_stored_token() -> None:
-    entities_import(
-        data={"image_models": [minimal_model(config={"connection": {"token": "sk-literal-stored-0001"}})]}
-    )
+    entities_import(data={"image_models": [minimal_model(config={"connection": {"token": "sk-literal-stored-0001"}})]})
 
     entities_import(data={"image_models": [minimal_model(description="now described")]})
 
@@ -455,8 +440,7 @@ def test_an_env_key_secret_that_is_unset_is_refused_naming_the_key(
     message = import_error(example)
 
     assert (
-        message
-        == "api_keys[0] (key-mobile-app): secret: ${env.MOBILE_APP_GATEWAY_KEY} is not set in the environment"
+        message == "api_keys[0] (key-mobile-app): secret: ${env.MOBILE_APP_GATEWAY_KEY} is not set in the environment"
     )
     assert ImageModel.objects.count() == 0
 
@@ -571,9 +555,7 @@ def test_export_then_import_into_an_empty_database_gives_identical_json(
                     models={"include": ["^gpt-"], "exclude": ["mini"]},
                 )
             ],
-            "routes": [
-                minimal_route(plugins=[edit_plugin(["m-literal", "image-model-gemini"], fallback=False)])
-            ],
+            "routes": [minimal_route(plugins=[edit_plugin(["m-literal", "image-model-gemini"], fallback=False)])],
         }
     )
     ApiKey.objects.all().delete()  # an exported key has no secret, so it cannot be created anew
@@ -603,9 +585,7 @@ def test_export_then_reimport_with_keys_changes_nothing(imported: dict[str, Any]
 def test_seed_entities_creates_one_demo_image_model_per_provider_and_a_demo_route() -> None:
     output = run("seed_entities")
 
-    assert output.strip().splitlines() == [
-        "imported 7 image models, 1 route, 0 API keys (8 created, 0 updated)"
-    ]
+    assert output.strip().splitlines() == ["imported 7 image models, 1 route, 0 API keys (8 created, 0 updated)"]
     models = {m.provider: m for m in ImageModel.objects.all()}
     assert sorted(models) == sorted(PROVIDERS)
     for provider, model in models.items():
@@ -628,9 +608,7 @@ def test_seeding_twice_changes_nothing() -> None:
     second = run("seed_entities")
 
     assert first.strip() == "imported 7 image models, 1 route, 0 API keys (8 created, 0 updated)"
-    assert (
-        second.strip() == "imported 7 image models, 1 route, 0 API keys (0 created, 0 updated, 8 unchanged)"
-    )
+    assert second.strip() == "imported 7 image models, 1 route, 0 API keys (0 created, 0 updated, 8 unchanged)"
     assert db_state() == before
 
 

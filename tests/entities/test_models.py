@@ -169,9 +169,7 @@ def test_a_connection_key_the_provider_does_not_take_is_refused() -> None:
 def test_azure_needs_a_resource_name_or_a_base_url() -> None:
     errors = errors_of(image_model(provider="azure-openai", connection_extra={"deployment_id": "d"}))
     assert "resource_name" in errors["connection_extra"][0]
-    image_model(
-        provider="azure-openai", connection_extra={}, base_url="https://custom.example.com/openai"
-    ).full_clean()
+    image_model(provider="azure-openai", connection_extra={}, base_url="https://custom.example.com/openai").full_clean()
 
 
 @pytest.mark.parametrize("timeout_ms", [0, 3_600_001])
