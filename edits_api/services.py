@@ -45,7 +45,8 @@ def connection_for(image_model: ImageModel) -> Connection:
     if image_model.token == UNDECRYPTABLE:
         raise GatewayError(
             502,
-            f"Image model '{image_model.id}' has a stored token the gateway cannot decrypt; an operator must set it again.",
+            f"Image model '{image_model.id}' has a stored token the gateway cannot decrypt; "
+            "an operator must set it again.",
             type="server_error",
             code="upstream_misconfigured",
         )

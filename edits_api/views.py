@@ -19,11 +19,11 @@ from edits_api import idempotency, metrics, results, services
 from edits_api.auth import authenticate
 from edits_api.errors import GatewayError
 from edits_api.models import UsageRecord
-from edits_api.usage import usage_save
 from edits_api.resilience import RetryPolicy
 from edits_api.routing import KeyInfo, RouteInfo, route_table
 from edits_api.schema import EDIT_DESCRIPTION, EDIT_RESPONSES, ImageEditSerializer
 from edits_api.uploads import Upload, declared_length, multipart_upload
+from edits_api.usage import usage_save
 
 logger = logging.getLogger(__name__)
 

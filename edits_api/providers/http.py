@@ -9,8 +9,8 @@ import time
 from typing import Any
 
 import requests
-from django.conf import settings
 import urllib3
+from django.conf import settings
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NameResolutionError, NewConnectionError, ReadTimeoutError
 
