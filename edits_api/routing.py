@@ -7,14 +7,18 @@ when an entity is saved (signals below), so an admin change reaches every worker
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
 from entities.models import ApiKey, ImageModel, Route, RouteRef
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -102,12 +106,26 @@ _built_at = 0.0
 
 
 def route_table() -> RouteTable:
+    """The current snapshot. When it has expired, one thread re-reads the database while the others
+    go on with the snapshot; if the database does not answer, the snapshot stays in use (no entity
+    can change while it is down) and the re-read is tried again later."""
     global _table, _built_at
     table = _table
     if table is not None and time.monotonic() - _built_at < settings.ROUTE_CACHE_SECONDS:
         return table
-    with _lock:
-        if _table is None or time.monotonic() - _built_at >= settings.ROUTE_CACHE_SECONDS:
+    if table is not None:
+        if not _lock.acquire(blocking=False):
+            return table
+        try:
+            _table = _build()
+        except DatabaseError as exc:
+            logger.warning("routes not re-read, serving the last snapshot: %s", exc)
+        finally:
+            _built_at = time.monotonic()
+            _lock.release()
+        return _table or table
+    with _lock:  # no snapshot yet (start, or an entity changed here): everyone waits for it
+        if _table is None:
             _table = _build()
             _built_at = time.monotonic()
         return _table

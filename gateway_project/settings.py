@@ -62,7 +62,8 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql"):
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 1,
         "max_size": _positive_int("DB_POOL_SIZE", 10),
-        "timeout": 10,
+        # A request that needs the database while it is down gets its 503 after this many seconds.
+        "timeout": 3,
     }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A file, not memory, so a gunicorn started by a test sees the test database; one per run.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import itertools
 import json
 import os
 import subprocess
@@ -25,7 +26,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.standin import StandIn, image_bytes  # noqa: E402
+from bench.common import StandInProcess, noise_png  # noqa: E402
 
 DB = "gateway_faults"
 DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DB}"
@@ -67,7 +68,7 @@ def main() -> None:
     python = str(ROOT / ".venv/bin/python")
     subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
 
-    with StandIn() as standin:
+    with StandInProcess() as standin:
         entities = {
             "image_models": [
                 {
@@ -124,18 +125,28 @@ def _drill(url: str, args: argparse.Namespace) -> None:
             break
         except requests.ConnectionError:
             time.sleep(0.1)
-    png = image_bytes("png", (64, 64))
+    png = noise_png(10_000)
     phase = "before"
     results: list[tuple[str, float, int, str]] = []  # phase, time, status, error code
     lock = threading.Lock()
     stop = threading.Event()
 
+    sent = itertools.count()
+
     def one() -> None:
         started = time.monotonic()
-        current = phase
+        number = next(sent)
+        # Every fifth edit carries an Idempotency-Key, which needs the database to claim.
+        idempotent = number % 5 == 0
+        current = f"{phase}/{'idempotent' if idempotent else 'plain'}"
+        headers = {"Idempotency-Key": f"drill-{number}"} if idempotent else {}
         try:
             response = requests.post(
-                url, files=[("image", ("p.png", png, "image/png"))], data={"prompt": "drill"}, timeout=30
+                url,
+                files=[("image", ("p.png", png, "image/png"))],
+                data={"prompt": "drill"},
+                headers=headers,
+                timeout=30,
             )
             status = response.status_code
             code = (response.json().get("error") or {}).get("code", "") if status != 200 else ""
@@ -153,9 +164,10 @@ def _drill(url: str, args: argparse.Namespace) -> None:
     loader.start()
     time.sleep(args.before)
     phase = "down"
-    stopped_at = time.monotonic()
     cluster("stop")
-    time.sleep(args.down)
+    time.sleep(args.down / 2)
+    ready_down = requests.get(url.replace("/v1/images/edits", "/readyz"), timeout=10).status_code
+    time.sleep(args.down / 2)
     phase = "after"
     cluster("start")
     wait_for_postgres()
@@ -168,8 +180,8 @@ def _drill(url: str, args: argparse.Namespace) -> None:
     table: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     for current, _, status, code in results:
         table[current][f"{status} {code}".strip()] += 1
-    first_ok_after = min((t for p, t, s, _ in results if p == "after" and s == 200), default=None)
-    last_ok_before_down = max((t for p, t, s, _ in results if p == "down" and s == 200), default=None)
+    first_ok_after = min((t for p, t, s, _ in results if p == "after/idempotent" and s == 200), default=None)
+    readiness = requests.get(url.replace("/v1/images/edits", "/readyz"), timeout=10).status_code
     answered_ok = sum(1 for *_, status, _ in results if status == 200)
     # A worker writes its held-back usage rows with its next request: give each worker some.
     for _ in range(FLUSHES):
@@ -178,8 +190,9 @@ def _drill(url: str, args: argparse.Namespace) -> None:
     rows_ok = int(psql("SELECT count(*) FROM edits_api_usagerecord WHERE status = 200", DB)) - FLUSHES
     report = {
         "answers_per_phase": {p: dict(c) for p, c in table.items()},
-        "last_200_after_stop_s": round(last_ok_before_down - stopped_at, 2) if last_ok_before_down else None,
-        "recovered_after_start_s": round(first_ok_after - started_at, 2) if first_ok_after else None,
+        "readyz_down": ready_down,
+        "readyz_after": readiness,
+        "idempotent_recovered_after_start_s": round(first_ok_after - started_at, 2) if first_ok_after else None,
         "answered_200": answered_ok,
         "usage_rows_200": rows_ok,
         "five_hundreds": sum(1 for *_, status, _ in results if status == 500),
