@@ -4,8 +4,8 @@ Threaded workers: an edit holds its thread while the provider works (10-150 s), 
 not processes, carry the concurrency, and a few processes use both cores.
 """
 
+import glob
 import os
-import shutil
 import tempfile
 
 bind = os.environ.get("GUNICORN_BIND", f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}")
@@ -26,13 +26,19 @@ errorlog = "-"
 
 # Prometheus samples of every worker go to one folder that /metrics adds up (new each start).
 # Hooks below follow gunicorn's signatures (server, worker).
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"gateway-metrics-{os.getpid()}"))
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(tempfile.gettempdir(), f"gateway-metrics-{os.getpid()}")
+
+
+def _clear_samples() -> None:
+    # Only prometheus_client's own files: the folder may be one the operator chose.
+    for path in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+        os.remove(path)
 
 
 def on_starting(server):
-    folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-    shutil.rmtree(folder, ignore_errors=True)
-    os.makedirs(folder)
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+    _clear_samples()
 
 
 def child_exit(server, worker):
@@ -42,4 +48,4 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    _clear_samples()

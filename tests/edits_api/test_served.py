@@ -175,3 +175,13 @@ def test_spooled_temporary_files_are_removed_after_every_outcome(served: Served,
     assert statuses == [502, 200, 400, 413]
     time.sleep(0.2)
     assert list(served.tmpdir.iterdir()) == []
+
+
+def test_metrics_add_up_the_workers_samples(served: Served, standin: StandIn) -> None:
+    body, content_type = multipart(padded_png(10_000))
+    for _ in range(3):
+        requests.post(served.url + "/v1/images/edits", data=body, headers={"Content-Type": content_type}, timeout=30)
+
+    text = requests.get(served.url + "/metrics", timeout=10).text
+
+    assert 'gateway_requests_total{endpoint="edits",image_model="img-openai",route="served",status="200"} 3.0' in text
