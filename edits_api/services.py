@@ -145,6 +145,7 @@ def _call_candidates(
     """
     last_error: GatewayError | None = None
     skipped: list[str] = []
+    called: list[str] = []
     for index, candidate in enumerate(candidates if fallback else candidates[:1]):
         try:
             request, response_format = prepare(candidate)
@@ -160,6 +161,7 @@ def _call_candidates(
             continue
         connection = connection_for(candidate.image_model)
         outcome.image_model, outcome.model = candidate.image_model, candidate.model
+        called.append(image_model_id)
         for attempt in range(policy.retries + 1):
             remaining = policy.remaining()
             if remaining <= 0:
@@ -182,6 +184,8 @@ def _call_candidates(
                 resilience.breaker_success(image_model_id)
                 return result, bounded, response_format
     if last_error is not None:
+        if len(called) > 1:  # say that this was the last of several providers, not the only one
+            last_error.message += f" (tried image models in turn: {', '.join(called)})"
         raise last_error
     if skipped:
         raise resilience.all_open_error(skipped)

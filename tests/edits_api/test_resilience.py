@@ -86,6 +86,7 @@ def test_a_named_ref_gets_no_fallback_unless_the_route_allows_it(gateway: Gatewa
     lenient = post(gateway, "/lenient/v1/images/edits", data=named)
 
     assert strict.status_code == 502
+    assert "tried image models" not in strict.json()["error"]["message"]
     assert lenient.status_code == 200
     assert lenient.headers["X-Gateway-Image-Model"] == "img-second"
 
@@ -253,3 +254,16 @@ def test_metrics_count_answers_by_route_and_status(gateway: Gateway) -> None:
     assert 'gateway_requests_total{endpoint="edits",image_model="img-openai",route="images",status="200"}' in text
     assert 'gateway_requests_total{endpoint="edits",image_model="img-openai",route="images",status="502"}' in text
     assert "gateway_request_seconds_bucket" in text
+
+
+def test_when_every_ref_fails_the_error_names_them_all(gateway: Gateway, backup: StandIn) -> None:
+    first = make_image_model("img-first", "openai", gateway.standin)
+    second = make_image_model("img-second", "openai", backup)
+    make_route("fb", ["localhost/fb"], [first, second])
+    gateway.standin.fail_always("500")
+    backup.fail_always("503")
+
+    response = post(gateway, "/fb/v1/images/edits")
+
+    assert response.status_code == 502
+    assert "tried image models in turn: img-first, img-second" in response.json()["error"]["message"]
