@@ -24,7 +24,7 @@ from edits_api.providers import http
 from edits_api.providers.base import Connection, ImageItem, ImageResult
 
 _SALT = "gateway-image-url"
-_FOLDER = "images/"
+IMAGE_FOLDER = "images/"
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 _TYPES = {extension: content_type for content_type, extension in _EXTENSIONS.items()}
 
@@ -32,23 +32,23 @@ _TYPES = {extension: content_type for content_type, extension in _EXTENSIONS.ite
 def store_image(data: bytes, content_type: str) -> str:
     """Saves the image in the configured storage and returns its storage name."""
     extension = _EXTENSIONS.get(content_type, "png")
-    return default_storage.save(f"{_FOLDER}{uuid.uuid4().hex}.{extension}", ContentFile(data))
+    return default_storage.save(f"{IMAGE_FOLDER}{uuid.uuid4().hex}.{extension}", ContentFile(data))
 
 
 def signed_url(request: HttpRequest, name: str) -> str:
-    token = signing.TimestampSigner(salt=_SALT).sign(name.removeprefix(_FOLDER))
+    token = signing.TimestampSigner(salt=_SALT).sign(name.removeprefix(IMAGE_FOLDER))
     return request.build_absolute_uri(reverse("signed-image", args=[token]))
 
 
 def serve_signed_image(request: HttpRequest, token: str) -> FileResponse:
     """GET /images/<token>: the stored image while the signature is valid; no key needed."""
     try:
-        name = _FOLDER + signing.TimestampSigner(salt=_SALT).unsign(token, max_age=settings.SIGNED_URL_MAX_AGE)
+        name = IMAGE_FOLDER + signing.TimestampSigner(salt=_SALT).unsign(token, max_age=settings.SIGNED_URL_MAX_AGE)
     except signing.SignatureExpired:
         raise Http404("This image link has expired.") from None
     except signing.BadSignature:
         raise Http404("This image link is not valid.") from None
-    if "/" in name.removeprefix(_FOLDER) or not default_storage.exists(name):
+    if "/" in name.removeprefix(IMAGE_FOLDER) or not default_storage.exists(name):
         raise Http404("This image is gone.")
     extension = name.rsplit(".", 1)[-1]
     response = FileResponse(default_storage.open(name, "rb"), content_type=_TYPES.get(extension, "image/png"))

@@ -455,3 +455,25 @@ def test_a_token_that_cannot_be_decrypted_fails_only_its_own_entity(gateway: Gat
     assert broken_answer.status_code == 502
     assert broken_answer.json()["error"]["code"] == "upstream_misconfigured"
     assert healthy_answer.status_code == 200
+
+
+def test_purge_expired_deletes_old_images_and_keeps_fresh_ones(gateway: Gateway, settings, tmp_path) -> None:
+    import os
+    import time as clock
+
+    from django.core.management import call_command
+
+    settings.MEDIA_ROOT = str(tmp_path)
+    result = sdk(gateway).images.edit(image=("p.png", PNG, "image/png"), prompt="hat", response_format="url")
+    stored = next((tmp_path / "images").iterdir())
+    old = stored.with_name("old.png")
+    old.write_bytes(PNG)
+    past = clock.time() - settings.SIGNED_URL_MAX_AGE - 60
+    os.utime(old, (past, past))
+
+    out = io.StringIO()
+    call_command("purge_expired", stdout=out)
+
+    assert "deleted 1 expired images" in out.getvalue()
+    assert stored.exists() and not old.exists()
+    assert requests.get(result.data[0].url or "", timeout=10).status_code == 200
