@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -22,7 +23,9 @@ MAX_KEY_LENGTH = 255
 
 
 @dataclass(frozen=True)
-class Replay:
+class Answer:
+    """An answer to send: the stored one on a replay, or the fresh one."""
+
     status: int
     body: Any
     headers: dict[str, str]
@@ -44,7 +47,7 @@ def fingerprint(fields: dict[str, list[str]], files: dict[str, list[Any]]) -> st
     return digest.hexdigest()
 
 
-def claim(*, scope: str, key: str, fingerprint: str, wait_until: float) -> IdempotencyRecord | Replay:
+def claim(*, scope: str, key: str, fingerprint: str, wait_until: float) -> IdempotencyRecord | Answer:
     """Our own pending record when this request is the first; else the first one's answer."""
     if not key or len(key) > MAX_KEY_LENGTH:
         raise GatewayError(400, f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.", param="Idempotency-Key")
@@ -74,7 +77,7 @@ def claim(*, scope: str, key: str, fingerprint: str, wait_until: float) -> Idemp
                 code="idempotency_key_reused",
             )
         if first.state == IdempotencyRecord.DONE:
-            return Replay(first.status or 200, json.loads(first.body or "null"), first.headers)
+            return Answer(first.status or 200, json.loads(first.body or "null"), first.headers)
         if time.monotonic() >= wait_until:
             raise GatewayError(
                 409,
@@ -83,6 +86,34 @@ def claim(*, scope: str, key: str, fingerprint: str, wait_until: float) -> Idemp
                 code="idempotency_key_in_progress",
             )
         time.sleep(POLL_SECONDS)
+
+
+def run_once(
+    *,
+    scope: str,
+    key: str,
+    fingerprint: str,
+    wait_until: float,
+    run: Callable[[], dict[str, Any]],
+    served_headers: Callable[[], dict[str, str]],
+) -> Answer:
+    """The answer of `run()` the first time this key is seen in this scope, its replay afterwards.
+
+    A GatewayError from `run` is kept like an answer (4xx) or releases the key (5xx), then raised.
+    """
+    claimed = claim(scope=scope, key=key, fingerprint=fingerprint, wait_until=wait_until)
+    if isinstance(claimed, Answer):
+        return Answer(claimed.status, claimed.body, {**claimed.headers, "Idempotent-Replayed": "true"})
+    try:
+        body = run()
+    except GatewayError as error:
+        complete(claimed, status=error.status, body=error.body(), headers=served_headers())
+        raise
+    except BaseException:
+        claimed.delete()
+        raise
+    complete(claimed, status=200, body=body, headers=served_headers())
+    return Answer(200, body, {})
 
 
 def complete(record: IdempotencyRecord, *, status: int, body: Any, headers: dict[str, str]) -> None:

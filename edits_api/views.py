@@ -32,7 +32,6 @@ class ImagesEndpoint(APIView):
     """Shared by the image endpoints: route resolution before the body is read, and usage records."""
 
     endpoint = ""  # "edits" or "generations"
-    plugin = ""  # RouteRef.EDIT or RouteRef.GENERATION
     route: RouteInfo | None = None
     key: KeyInfo | None = None
 
@@ -142,27 +141,15 @@ class EditsView(ImagesEndpoint):
             idempotency_key = request.headers.get("Idempotency-Key")
             if idempotency_key is None:
                 return Response(self._edit(request, upload))
-            scope = f"key:{self.key.id}" if self.key else f"route:{route.id}"
-            claimed = idempotency.claim(
-                scope=scope,
+            answer = idempotency.run_once(
+                scope=f"key:{self.key.id}" if self.key else f"route:{route.id}",
                 key=idempotency_key,
                 fingerprint=idempotency.fingerprint(upload.fields, upload.files),
                 wait_until=self.started + route.edit_deadline_ms / 1000,
+                run=lambda: self._edit(request, upload),
+                served_headers=self._served_headers,
             )
-            if isinstance(claimed, idempotency.Replay):
-                return Response(
-                    claimed.body, status=claimed.status, headers={**claimed.headers, "Idempotent-Replayed": "true"}
-                )
-            try:
-                body = self._edit(request, upload)
-            except GatewayError as error:
-                idempotency.complete(claimed, status=error.status, body=error.body(), headers=self._served_headers())
-                raise
-            except BaseException:
-                claimed.delete()
-                raise
-            idempotency.complete(claimed, status=200, body=body, headers=self._served_headers())
-            return Response(body)
+            return Response(answer.body, status=answer.status, headers=answer.headers)
 
     def _edit(self, request: Request, upload: Upload) -> dict[str, Any]:
         assert self.route is not None
