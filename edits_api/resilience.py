@@ -8,18 +8,33 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
 
 from edits_api.errors import GatewayError
+from edits_api.providers.base import Connection, ImageRequest, ImageResult
+from edits_api.selection import Candidate
+from entities.models import ImageModel
 
 logger = logging.getLogger(__name__)
 
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 8.0
+
+
+@dataclass
+class Outcome:
+    """What happened, for the answer headers and the usage record (filled in as it goes)."""
+
+    image_model: ImageModel | None = None
+    model: str = ""
+    attempts: int = 0
+    images: int = 0
+    usage: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -110,3 +125,73 @@ def all_open_error(ids: list[str]) -> GatewayError:
         code="upstream_unavailable",
         headers={"Retry-After": str(retry_in)},
     )
+
+
+# -- calling the candidates ------------------------------------------------------------------------
+
+
+def call_candidates(
+    candidates: list[Candidate],
+    *,
+    fallback: bool,
+    policy: RetryPolicy,
+    outcome: Outcome,
+    prepare: Callable[[Candidate], tuple[ImageRequest, str | None]],
+    connect: Callable[[ImageModel], Connection],
+    call: Callable[[Connection, ImageRequest], ImageResult],
+) -> tuple[ImageResult, Connection, str | None]:
+    """Calls the first candidate, retrying retryable failures; then the next ones, when fallback is on.
+
+    Each candidate's request is prepared (and checked) with its own model and defaults. A candidate
+    whose circuit is open is skipped; non-retryable answers (400, 401, 404...) end the request at once.
+    """
+    last_error: GatewayError | None = None
+    skipped: list[str] = []
+    called: list[str] = []
+    for index, candidate in enumerate(candidates if fallback else candidates[:1]):
+        try:
+            request, response_format = prepare(candidate)
+        except GatewayError as error:
+            if index == 0:
+                raise
+            # This fallback cannot take the request as sent (e.g. a mask on Gemini): skip it.
+            logger.info("fallback %s skipped: %s", candidate.image_model.id, error.message)
+            continue
+        image_model_id = candidate.image_model.id
+        if not breaker_allows(image_model_id):
+            skipped.append(image_model_id)
+            continue
+        connection = connect(candidate.image_model)
+        outcome.image_model, outcome.model = candidate.image_model, candidate.model
+        called.append(image_model_id)
+        for attempt in range(policy.retries + 1):
+            remaining = policy.remaining()
+            if remaining <= 0:
+                break
+            bounded = replace(connection, timeout_s=min(connection.timeout_s, remaining))
+            outcome.attempts += 1
+            try:
+                result = call(bounded, request)
+            except GatewayError as error:
+                if not error.retryable:
+                    raise
+                breaker_failure(image_model_id, error)
+                last_error = error
+                logger.warning("%s attempt %d failed: %s", image_model_id, attempt + 1, error.message)
+                delay = backoff_delay(attempt + 1, error)
+                if attempt == policy.retries or delay >= policy.remaining():
+                    break  # no retry left here, or no time for one: next candidate
+                time.sleep(delay)
+            else:
+                breaker_success(image_model_id)
+                return result, bounded, response_format
+    if last_error is not None:
+        if len(called) > 1:  # say that this was the last of several providers, not the only one
+            last_error.message += f" (tried image models in turn: {', '.join(called)})"
+        raise last_error
+    if skipped:
+        raise all_open_error(skipped)
+    raise GatewayError(
+        504, "The request ran out of time before a provider could answer.", type="upstream_error",
+        code="upstream_timeout",
+    )  # fmt: skip

@@ -1,6 +1,6 @@
 """Which image model (entity) serves a request, among a route plugin's ordered refs.
 
-Shared by edits ('edition') and generations ('generation'); the rules are the contract's 3.2.
+Shared by edits and generations; the rules are the contract's 3.2.
 """
 
 from __future__ import annotations
@@ -10,13 +10,8 @@ import unicodedata
 from dataclasses import dataclass
 
 from edits_api.errors import GatewayError
-from entities.catalog import PROVIDERS, provider_can
+from entities.catalog import PROVIDERS, Operation
 from entities.models import ImageModel
-
-_WORDS = {
-    "edition": ("edition", "editing", "edit images"),
-    "generation": ("generation", "generation", "generate images"),
-}
 
 
 @dataclass(frozen=True)
@@ -50,31 +45,29 @@ def _find_ref(refs: list[ImageModel], name: str) -> ImageModel | None:
     return None
 
 
-def refusal(image_model: ImageModel, operation: str) -> GatewayError | None:
+def refusal(image_model: ImageModel, operation: Operation) -> GatewayError | None:
     """Why this entity cannot serve the operation, or None when it can."""
-    noun, gerund, verb = _WORDS[operation]
     provider = PROVIDERS[image_model.provider]
-    if not provider_can(provider.key, operation):
+    if not provider.can(operation, image_model.connection_extra):
         return GatewayError(
             400,
-            f"Image model '{image_model.id}' uses {provider.name}, which cannot {verb} through this gateway.",
+            f"Image model '{image_model.id}': {provider.cannot_reason(operation, image_model.connection_extra)}.",
             param="model",
-            code=f"{noun}_not_supported",
+            code=f"{operation.options_key}_not_supported",
         )
-    if not getattr(image_model, f"{operation}_enabled"):
+    if not image_model.options(operation).get("enabled", False):
         return GatewayError(
             403,
-            f"Image model '{image_model.id}' has {gerund} turned off (options.{operation}.enabled).",
+            f"Image model '{image_model.id}' has {operation.gerund} turned off.",
             type="permission_error",
             param="model",
-            code=f"{noun}_disabled",
+            code=f"{operation.options_key}_disabled",
         )
     return None
 
 
-def model_name(image_model: ImageModel, operation: str, requested: str | None) -> str:
-    options = getattr(image_model, operation)
-    return requested or options.get("model") or PROVIDERS[image_model.provider].default_model
+def model_name(image_model: ImageModel, operation: Operation, requested: str | None) -> str:
+    return requested or image_model.options(operation).get("model") or PROVIDERS[image_model.provider].default_model
 
 
 def check_model_allowed(image_model: ImageModel, model: str) -> None:
@@ -93,7 +86,7 @@ def check_model_allowed(image_model: ImageModel, model: str) -> None:
 
 
 def select_image_models(
-    *, refs: list[ImageModel], operation: str, model: str | None, provider: str | None
+    *, refs: list[ImageModel], operation: Operation, model: str | None, provider: str | None
 ) -> Selection:
     """The entity to call first and the ones to fall back on, or the error the client gets."""
     if not refs:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
 from typing import Any
 
 from django.core.files.uploadedfile import UploadedFile
@@ -14,10 +12,10 @@ from edits_api import resilience, validation
 from edits_api.errors import GatewayError, invalid
 from edits_api.providers import adapter_for
 from edits_api.providers.base import Connection, ImageRequest, ImageResult
-from edits_api.resilience import RetryPolicy
+from edits_api.resilience import Outcome, RetryPolicy
 from edits_api.selection import Candidate, select_image_models
 from edits_api.validation import EDIT_FIELDS, family_for
-from entities.catalog import PROVIDERS
+from entities.catalog import PROVIDERS, Operation
 from entities.crypto import UNDECRYPTABLE
 from entities.models import ImageModel, resolve_secret
 
@@ -28,17 +26,6 @@ _OPTION_KEYS = (
     "model", "n", "size", "quality", "background", "response_format", "output_format",
     "output_compression", "input_fidelity", "style", "moderation",
 )  # fmt: skip
-
-
-@dataclass
-class Outcome:
-    """What happened, for the answer headers and the usage record (filled in as it goes)."""
-
-    image_model: ImageModel | None = None
-    model: str = ""
-    attempts: int = 0
-    images: int = 0
-    usage: dict[str, Any] | None = None
 
 
 def connection_for(image_model: ImageModel) -> Connection:
@@ -129,72 +116,6 @@ def _prepare_edit(
     return request, merged.get("response_format")
 
 
-def _call_candidates(
-    candidates: list[Candidate],
-    *,
-    fallback: bool,
-    policy: RetryPolicy,
-    outcome: Outcome,
-    prepare: Callable[[Candidate], tuple[ImageRequest, str | None]],
-    call: Callable[[Connection, ImageRequest], ImageResult],
-) -> tuple[ImageResult, Connection, str | None]:
-    """Calls the first candidate, retrying retryable failures; then the next ones, when fallback is on.
-
-    Each candidate's request is prepared (and checked) with its own model and defaults. A candidate
-    whose circuit is open is skipped; non-retryable answers (400, 401, 404...) end the request at once.
-    """
-    last_error: GatewayError | None = None
-    skipped: list[str] = []
-    called: list[str] = []
-    for index, candidate in enumerate(candidates if fallback else candidates[:1]):
-        try:
-            request, response_format = prepare(candidate)
-        except GatewayError as error:
-            if index == 0:
-                raise
-            # This fallback cannot take the request as sent (e.g. a mask on Gemini): skip it.
-            logger.info("fallback %s skipped: %s", candidate.image_model.id, error.message)
-            continue
-        image_model_id = candidate.image_model.id
-        if not resilience.breaker_allows(image_model_id):
-            skipped.append(image_model_id)
-            continue
-        connection = connection_for(candidate.image_model)
-        outcome.image_model, outcome.model = candidate.image_model, candidate.model
-        called.append(image_model_id)
-        for attempt in range(policy.retries + 1):
-            remaining = policy.remaining()
-            if remaining <= 0:
-                break
-            bounded = replace(connection, timeout_s=min(connection.timeout_s, remaining))
-            outcome.attempts += 1
-            try:
-                result = call(bounded, request)
-            except GatewayError as error:
-                if not error.retryable:
-                    raise
-                resilience.breaker_failure(image_model_id, error)
-                last_error = error
-                logger.warning("%s attempt %d failed: %s", image_model_id, attempt + 1, error.message)
-                delay = resilience.backoff_delay(attempt + 1, error)
-                if attempt == policy.retries or delay >= policy.remaining():
-                    break  # no retry left here, or no time for one: next candidate
-                time.sleep(delay)
-            else:
-                resilience.breaker_success(image_model_id)
-                return result, bounded, response_format
-    if last_error is not None:
-        if len(called) > 1:  # say that this was the last of several providers, not the only one
-            last_error.message += f" (tried image models in turn: {', '.join(called)})"
-        raise last_error
-    if skipped:
-        raise resilience.all_open_error(skipped)
-    raise GatewayError(
-        504, "The request ran out of time before a provider could answer.", type="upstream_error",
-        code="upstream_timeout",
-    )  # fmt: skip
-
-
 def image_edit(
     *,
     refs: list[ImageModel],
@@ -209,7 +130,7 @@ def image_edit(
     single = single_fields(fields, EDIT_FIELDS)
     images, mask = _edit_files(files)
     selection = select_image_models(
-        refs=refs, operation="edition", model=single.get("model"), provider=single.pop("provider", None)
+        refs=refs, operation=Operation.EDIT, model=single.get("model"), provider=single.pop("provider", None)
     )
     single.pop("model", None)
     # Check the first candidate before any call, so bad input never reaches a provider.
@@ -221,12 +142,13 @@ def image_edit(
         return found if found else _prepare_edit(candidate, single, images, mask)
 
     started = time.monotonic()
-    result = _call_candidates(
+    result = resilience.call_candidates(
         selection.candidates,
         fallback=fallback and (fallback_named or not selection.explicit),
         policy=policy,
         outcome=outcome,
         prepare=prepare,
+        connect=connection_for,
         call=lambda connection, request: adapter_for(connection.provider).edit(connection, request),
     )
     logger.info(

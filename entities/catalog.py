@@ -1,8 +1,39 @@
-"""The provider catalog: which providers exist, their defaults and what each can do."""
+"""The provider catalog: which providers exist, their defaults, what each can do and how the demo
+set shows it. Adding a provider is one entry here plus one adapter in edits_api/providers/."""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
+
+
+class Operation(enum.StrEnum):
+    """What a client asks of an image model. The value is the route plugin's kind."""
+
+    EDIT = "edit"
+    GENERATION = "generation"
+
+    @property
+    def options_key(self) -> str:
+        """The entity's JSON options block (`config.options.edition` / `.generation`)."""
+        return "edition" if self is Operation.EDIT else "generation"
+
+    @property
+    def endpoint(self) -> str:
+        """The path below a route's prefix: /v1/images/<endpoint>."""
+        return "edits" if self is Operation.EDIT else "generations"
+
+    @property
+    def verb(self) -> str:
+        return "edit images" if self is Operation.EDIT else "generate images"
+
+    @property
+    def gerund(self) -> str:
+        return "editing" if self is Operation.EDIT else "generation"
+
+
+# Azure OpenAI serves /images/edits from this api-version on (ISO dates compare as strings).
+AZURE_EDIT_SINCE = "2025-04-01-preview"
 
 
 @dataclass(frozen=True)
@@ -16,6 +47,36 @@ class Provider:
     default_model: str = ""
     # Connection keys beyond base_url/token/timeout that this provider takes.
     extra_connection_keys: tuple[str, ...] = ()
+    # The environment variable the demo entity reads its token from ('' when it needs none).
+    demo_token_variable: str = ""
+    # Connection values the demo entity starts with (placeholders an operator replaces).
+    demo_connection: tuple[tuple[str, str], ...] = ()
+    needs_network: bool = True  # False: served inside the gateway (the built-in demo provider)
+
+    def can(self, operation: Operation, connection_extra: dict[str, object] | None = None) -> bool:
+        """Whether this provider serves the operation; for Azure, editing depends on the api_version."""
+        if operation is Operation.GENERATION:
+            return self.can_generate
+        if self.key == "azure-openai":
+            return azure_can_edit(str((connection_extra or {}).get("api_version") or ""))
+        return self.can_edit
+
+    def cannot_reason(self, operation: Operation, connection_extra: dict[str, object] | None = None) -> str:
+        """Why `can` is False, in an operator's words."""
+        if self.key == "azure-openai" and operation is Operation.EDIT:
+            version = str((connection_extra or {}).get("api_version") or "") or "(none)"
+            return (
+                f"{self.name} edits images from api_version {AZURE_EDIT_SINCE} on; this entity's "
+                f"api_version {version} cannot edit"
+            )
+        return f"{self.name} ({self.key}) cannot {operation.verb} through this gateway"
+
+
+def azure_can_edit(api_version: str) -> bool:
+    """api-version 2025-04-01-preview or later (dated versions sort as strings), or the v1 API."""
+    if api_version in ("v1", "preview", "latest"):
+        return True
+    return api_version[:10] >= AZURE_EDIT_SINCE[:10] and api_version[:4].isdigit()
 
 
 PROVIDERS: dict[str, Provider] = {
@@ -28,6 +89,7 @@ PROVIDERS: dict[str, Provider] = {
             can_edit=True,
             can_generate=True,
             default_model="gpt-image-1",
+            demo_token_variable="OPENAI_API_KEY",
         ),
         Provider(
             "gemini",
@@ -36,6 +98,7 @@ PROVIDERS: dict[str, Provider] = {
             can_edit=True,
             can_generate=True,
             default_model="gemini-3.1-flash-image",
+            demo_token_variable="GEMINI_API_KEY",
         ),
         Provider(
             "cloud-temple",
@@ -44,15 +107,22 @@ PROVIDERS: dict[str, Provider] = {
             can_edit=True,
             can_generate=True,
             default_model="gpt-image-1",
+            demo_token_variable="CLOUD_TEMPLE_API_KEY",
         ),
         Provider(
             "azure-openai",
             "Azure OpenAI",
             "https://{resource_name}.openai.azure.com/openai",
-            can_edit=False,
+            can_edit=True,  # from AZURE_EDIT_SINCE on: see Provider.can
             can_generate=True,
             default_model="gpt-image-1",
             extra_connection_keys=("resource_name", "deployment_id", "api_version"),
+            demo_token_variable="AZURE_OPENAI_KEY",
+            demo_connection=(
+                ("resource_name", "my-resource"),
+                ("deployment_id", "gpt-image-1"),
+                ("api_version", AZURE_EDIT_SINCE),
+            ),
         ),
         Provider(
             "x-ai",
@@ -61,6 +131,7 @@ PROVIDERS: dict[str, Provider] = {
             can_edit=False,
             can_generate=True,
             default_model="grok-2-image",
+            demo_token_variable="XAI_API_KEY",
         ),
         Provider(
             "luma",
@@ -69,6 +140,7 @@ PROVIDERS: dict[str, Provider] = {
             can_edit=False,
             can_generate=True,
             default_model="photon-1",
+            demo_token_variable="LUMA_API_KEY",
         ),
         Provider(
             "hive",
@@ -77,6 +149,7 @@ PROVIDERS: dict[str, Provider] = {
             can_edit=False,
             can_generate=True,
             default_model="black-forest-labs/flux-schnell",
+            demo_token_variable="HIVE_API_KEY",
         ),
     ]
 }
@@ -84,9 +157,7 @@ PROVIDERS: dict[str, Provider] = {
 PROVIDER_CHOICES = [(p.key, p.name) for p in PROVIDERS.values()]
 
 
-def provider_can(provider_key: str, operation: str) -> bool:
-    """Whether the provider supports 'edition' or 'generation'."""
+def provider_can(provider_key: str, operation: Operation, connection_extra: dict[str, object] | None = None) -> bool:
+    """Whether the provider (by catalog key) serves the operation."""
     provider = PROVIDERS.get(provider_key)
-    if provider is None:
-        return False
-    return provider.can_edit if operation == "edition" else provider.can_generate
+    return provider is not None and provider.can(operation, connection_extra)

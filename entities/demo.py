@@ -8,27 +8,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from entities.catalog import PROVIDERS
+from entities.catalog import PROVIDERS, Operation
 from entities.interchange import EDIT_PLUGIN, GENERATION_PLUGIN
 
 DEMO_ROUTE_ID = "demo-route"
-
-# The environment variable each demo entity reads its token from, at call time.
-_TOKEN_VARIABLES = {
-    "openai": "OPENAI_API_KEY",
-    "gemini": "GEMINI_API_KEY",
-    "cloud-temple": "CLOUD_TEMPLE_API_KEY",
-    "azure-openai": "AZURE_OPENAI_KEY",
-    "x-ai": "XAI_API_KEY",
-    "luma": "LUMA_API_KEY",
-    "hive": "HIVE_API_KEY",
-}
-# Azure has no default host: the demo names a placeholder resource the operator replaces.
-_AZURE_CONNECTION = {
-    "resource_name": "my-resource",
-    "deployment_id": "gpt-image-1",
-    "api_version": "2025-04-01-preview",
-}
 
 
 def demo_image_model_id(provider_key: str) -> str:
@@ -37,25 +20,26 @@ def demo_image_model_id(provider_key: str) -> str:
 
 def _image_model(provider_key: str) -> dict[str, Any]:
     provider = PROVIDERS[provider_key]
-    connection: dict[str, Any] = {"token": f"${{env.{_TOKEN_VARIABLES[provider_key]}}}"}
+    variable = provider.demo_token_variable
+    connection: dict[str, Any] = {"token": f"${{env.{variable}}}"} if variable else {}
     if provider_key == "openai":
         # Lets the demo point at a local stand-in instead of api.openai.com.
         connection["base_url"] = os.environ.get("DEMO_OPENAI_BASE_URL") or provider.default_base_url
-    if provider_key == "azure-openai":
-        connection.update(_AZURE_CONNECTION)
+    connection.update(provider.demo_connection)
     return {
         "id": demo_image_model_id(provider_key),
         "name": f"{provider.name} (demo)",
-        "description": f"Demo entity for {provider.name}; its token is read from "
-        f"{_TOKEN_VARIABLES[provider_key]} when a request is served.",
+        "description": f"Demo entity for {provider.name}; its token is read from {variable} when a request is served."
+        if variable
+        else f"Demo entity for {provider.name}; it needs no token.",
         "tags": ["demo"],
         "metadata": {},
         "provider": provider_key,
         "config": {
             "connection": connection,
             "options": {
-                "generation": {"enabled": provider.can_generate},
-                "edition": {"enabled": provider.can_edit},
+                "generation": {"enabled": provider.can(Operation.GENERATION)},
+                "edition": {"enabled": provider.can(Operation.EDIT, dict(provider.demo_connection))},
             },
         },
         "models": {"include": [], "exclude": []},

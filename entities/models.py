@@ -16,7 +16,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 
 from entities import crypto
-from entities.catalog import PROVIDER_CHOICES, PROVIDERS, provider_can
+from entities.catalog import PROVIDER_CHOICES, PROVIDERS, Operation
 
 ENTITY_ID = RegexValidator(r"^[A-Za-z0-9_.:-]+$", "ids may hold letters, digits and _ . : - only")
 ENV_REF = re.compile(r"^\$\{env\.([A-Za-z_][A-Za-z0-9_]*)\}$")
@@ -175,6 +175,10 @@ class ImageModel(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.id})"
 
+    def options(self, operation: Operation) -> dict[str, Any]:
+        """The entity's defaults and switch for one operation (`config.options.<edition|generation>`)."""
+        return self.edition if operation is Operation.EDIT else self.generation
+
     @property
     def edition_enabled(self) -> bool:
         return bool(self.edition.get("enabled", False))
@@ -194,18 +198,18 @@ class ImageModel(models.Model):
         errors: dict[str, list[str]] = {}
         provider = PROVIDERS.get(self.provider)
         for field, options, allowed, operation in (
-            ("edition", self.edition, EDITION_OPTIONS, "edition"),
-            ("generation", self.generation, GENERATION_OPTIONS, "generation"),
+            ("edition", self.edition, EDITION_OPTIONS, Operation.EDIT),
+            ("generation", self.generation, GENERATION_OPTIONS, Operation.GENERATION),
         ):
             try:
                 validate_options(options, allowed)
             except ValidationError as exc:
                 errors.setdefault(field, []).extend(exc.messages)
                 continue
-            if provider and options.get("enabled") and not provider_can(provider.key, operation):
-                verb = "edit images" if operation == "edition" else "generate images"
+            extra = self.connection_extra if isinstance(self.connection_extra, dict) else {}
+            if provider and options.get("enabled") and not provider.can(operation, extra):
                 errors.setdefault(field, []).append(
-                    f"{provider.name} ({provider.key}) cannot {verb}: {field}.enabled must stay false"
+                    f"{provider.cannot_reason(operation, extra)}: turn {operation.gerund} off for this image model"
                 )
         if not isinstance(self.connection_extra, dict):
             errors["connection_extra"] = ["must be an object"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from entities.catalog import PROVIDERS, provider_can
+from entities.catalog import PROVIDERS, Operation, provider_can
 from entities.models import ApiKey, ImageModel, Route
 
 API_KEY_PREFIX = "gw-"
@@ -45,10 +45,13 @@ def image_models_set_edition(*, image_models: Iterable[ImageModel], enabled: boo
     with transaction.atomic():
         locked = list(ImageModel.objects.select_for_update().filter(pk__in=ids).order_by("pk"))
         if enabled:
-            refused = [m for m in locked if not provider_can(m.provider, "edition")]
+            refused = [m for m in locked if not provider_can(m.provider, Operation.EDIT, m.connection_extra)]
             if refused:
-                names = ", ".join(f"{m.id} ({PROVIDERS[m.provider].name})" for m in refused)
-                raise ValidationError(f"Nothing changed: these image models' providers cannot edit images: {names}.")
+                reasons = "; ".join(
+                    f"{m.id}: {PROVIDERS[m.provider].cannot_reason(Operation.EDIT, m.connection_extra)}"
+                    for m in refused
+                )
+                raise ValidationError(f"Nothing changed: these image models cannot edit images: {reasons}.")
         for image_model in locked:
             if image_model.edition_enabled == enabled:
                 result.unchanged.append(image_model.pk)

@@ -220,6 +220,7 @@ class StandIn:
             base_url=self.gemini_url if provider == "gemini" else self.openai_url,
             token=token,
             timeout_s=timeout_s,
+            extra=dict(PROVIDERS[provider].demo_connection),
         )
 
     # -- the server side ------------------------------------------------------------------------
@@ -272,7 +273,10 @@ class StandIn:
     def _openai_answer(self, recorded: Recorded, *, edit: bool) -> tuple[int, dict[str, Any]]:
         """What OpenAI answers, including its 400s for the mistakes an adapter could make."""
         auth = recorded.headers.get("authorization", "")
-        if not auth.startswith("Bearer ") or len(auth) <= len("Bearer "):
+        azure = "/deployments/" in recorded.path or "api-version" in recorded.query
+        if azure and not recorded.headers.get("api-key"):
+            return 401, _error("openai", 401, "Access denied due to missing subscription key.", None)
+        if not azure and (not auth.startswith("Bearer ") or len(auth) <= len("Bearer ")):
             return 401, _error("openai", 401, "You didn't provide an API key.", None)
         if edit:
             if not recorded.headers.get("content-type", "").startswith("multipart/form-data"):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from edits_api.providers.base import ProviderAdapter
 from edits_api.providers.gemini import GeminiAdapter
-from edits_api.providers.openai import OpenAIAdapter
+from edits_api.providers.openai import AzureOpenAIAdapter, OpenAIAdapter
 from edits_api.providers.refusal import RefusalAdapter
 
 ADAPTERS: dict[str, ProviderAdapter] = {
     "openai": OpenAIAdapter(),
     "cloud-temple": OpenAIAdapter(),  # OpenAI's images protocol under another base URL
     "gemini": GeminiAdapter(),
-    "azure-openai": RefusalAdapter(),
+    "azure-openai": AzureOpenAIAdapter(),
     "x-ai": RefusalAdapter(),
     "luma": RefusalAdapter(),
     "hive": RefusalAdapter(),

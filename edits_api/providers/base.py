@@ -73,11 +73,25 @@ class ImageItem:
 class ImageResult:
     created: int
     items: list[ImageItem]
+    # OpenAI's `usage` shape (input_tokens, output_tokens, total_tokens, input_tokens_details
+    # {text_tokens, image_tokens}, output_tokens_details when known), mapped by the adapter from
+    # the provider's own counts; None when the provider gives none.
     usage: dict[str, Any] | None = None
+    # Top-level values the provider answered (OpenAI's gpt-image models do), passed through.
+    background: str | None = None
+    output_format: str | None = None
+    quality: str | None = None
+    size: str | None = None
 
 
 class ProviderAdapter:
     """One subclass per wire protocol. Failures raise edits_api.errors.GatewayError."""
+
+    def check_edit(self, connection: Connection, request: ImageRequest) -> None:
+        """Refuse (GatewayError 400 naming the field) what this protocol cannot carry, before any call."""
+
+    def check_generate(self, connection: Connection, request: ImageRequest) -> None:
+        """As check_edit, for generations."""
 
     def edit(self, connection: Connection, request: ImageRequest) -> ImageResult:
         raise NotImplementedError

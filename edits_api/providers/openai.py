@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from typing import Any
+from urllib.parse import quote
 
 from requests_toolbelt import MultipartEncoder
 
@@ -17,7 +18,9 @@ _CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg",
 class OpenAIAdapter(ProviderAdapter):
     def edit(self, connection: Connection, request: ImageRequest) -> ImageResult:
         """POST {base}/images/edits as multipart, files streamed from disk with a Content-Length."""
-        fields: list[tuple[str, Any]] = [(name, str(value)) for name, value in _fields(request, edit=True).items()]
+        fields: list[tuple[str, Any]] = [
+            (name, str(value)) for name, value in self.fields(connection, request, edit=True).items()
+        ]
         # Named as openai-python sends them: `image` for one file, `image[]` for each of several.
         image_field = "image" if len(request.images) == 1 else "image[]"
         with contextlib.ExitStack() as files:
@@ -30,8 +33,8 @@ class OpenAIAdapter(ProviderAdapter):
             payload = http.send_json(
                 connection,
                 "POST",
-                f"{connection.base_url}/images/edits",
-                headers={**_auth(connection), "Content-Type": body.content_type},
+                self.url(connection, "edits"),
+                headers={**self.auth(connection), "Content-Type": body.content_type},
                 data=body,
             )
         return _result(connection, payload, request)
@@ -41,15 +44,45 @@ class OpenAIAdapter(ProviderAdapter):
         payload = http.send_json(
             connection,
             "POST",
-            f"{connection.base_url}/images/generations",
-            headers=_auth(connection),
-            json_body=_fields(request, edit=False),
+            self.url(connection, "generations"),
+            headers=self.auth(connection),
+            json_body=self.fields(connection, request, edit=False),
         )
         return _result(connection, payload, request)
 
+    def url(self, connection: Connection, endpoint: str) -> str:
+        return f"{connection.base_url}/images/{endpoint}"
 
-def _auth(connection: Connection) -> dict[str, str]:
-    return {"Authorization": f"Bearer {connection.token}", "Accept": "application/json"}
+    def auth(self, connection: Connection) -> dict[str, str]:
+        return {"Authorization": f"Bearer {connection.token}", "Accept": "application/json"}
+
+    def fields(self, connection: Connection, request: ImageRequest, *, edit: bool) -> dict[str, Any]:
+        return _fields(request, edit=edit)
+
+
+class AzureOpenAIAdapter(OpenAIAdapter):
+    """Azure OpenAI: OpenAI's images protocol on a deployment, an `api-key` header and an api-version.
+
+    With api_version `v1` the URL is `{base}/v1/images/<endpoint>` and the deployment goes in `model`.
+    """
+
+    def url(self, connection: Connection, endpoint: str) -> str:
+        version = connection.extra.get("api_version", "")
+        if version == "v1":
+            return f"{connection.base_url}/v1/images/{endpoint}?api-version=preview"
+        deployment = quote(connection.extra.get("deployment_id", ""), safe="")
+        return f"{connection.base_url}/deployments/{deployment}/images/{endpoint}?api-version={quote(version, safe='')}"
+
+    def auth(self, connection: Connection) -> dict[str, str]:
+        return {"api-key": connection.token, "Accept": "application/json"}
+
+    def fields(self, connection: Connection, request: ImageRequest, *, edit: bool) -> dict[str, Any]:
+        fields = _fields(request, edit=edit)
+        if connection.extra.get("api_version") == "v1":
+            fields["model"] = connection.extra.get("deployment_id") or request.model
+        else:
+            fields.pop("model", None)  # the deployment names the model
+        return fields
 
 
 def _fields(request: ImageRequest, *, edit: bool) -> dict[str, Any]:

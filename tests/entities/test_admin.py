@@ -145,7 +145,9 @@ def test_enable_editing_refuses_whole_selection_when_one_provider_cannot_edit(ad
         follow=True,
     )
 
-    assert "cannot edit images: img-azure (Azure OpenAI)" in response.content.decode()
+    assert "cannot edit images: img-azure: Azure OpenAI edits images from api_version 2025-04-01-preview on" in (
+        response.content.decode()
+    )
     openai_model.refresh_from_db()
     azure_model.refresh_from_db()
     assert openai_model.edition == {"enabled": False, "model": "gpt-image-1"}
@@ -238,7 +240,7 @@ def test_enabling_edition_on_azure_through_the_form_shows_the_model_error(admin_
     )
 
     assert response.status_code == 200
-    assert "Azure OpenAI (azure-openai) cannot edit images" in response.content.decode()
+    assert "this entity&#x27;s api_version (none) cannot edit" in response.content.decode()
     azure_model.refresh_from_db()
     assert azure_model.edition == {}
 

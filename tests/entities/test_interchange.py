@@ -191,25 +191,27 @@ def test_a_bad_file_through_the_command_exits_with_an_error_and_writes_nothing(
     tmp_path: Path, example: dict[str, Any], mobile_secret: str
 ) -> None:
     example["image_models"][2]["config"]["options"]["edition"]["enabled"] = True
+    example["image_models"][2]["config"]["connection"]["api_version"] = "2024-02-01"
 
     with pytest.raises(CommandError) as caught:
         run("seed_entities", write_json(tmp_path, example))
 
     assert (
-        "image_models[2] (image-model-azure): config.options.edition: Azure OpenAI (azure-openai) cannot edit"
-        in str(caught.value)
-    )
+        "image_models[2] (image-model-azure): config.options.edition: Azure OpenAI edits images from api_version "
+        "2025-04-01-preview on; this entity's api_version 2024-02-01 cannot edit"
+    ) in str(caught.value)
     assert db_state() == {k: [] for k in db_state()}
 
 
 def test_the_error_names_the_entity_kind_its_id_and_the_field(example: dict[str, Any], mobile_secret: str) -> None:
     example["image_models"][2]["config"]["options"]["edition"]["enabled"] = True
+    example["image_models"][2]["config"]["connection"]["api_version"] = "2024-02-01"
 
     message = import_error(example)
 
     assert message == (
-        "image_models[2] (image-model-azure): config.options.edition: Azure OpenAI (azure-openai) cannot "
-        "edit images: edition.enabled must stay false"
+        "image_models[2] (image-model-azure): config.options.edition: Azure OpenAI edits images from api_version "
+        "2025-04-01-preview on; this entity's api_version 2024-02-01 cannot edit: turn editing off for this image model"
     )
 
 
@@ -590,7 +592,7 @@ def test_seed_entities_creates_one_demo_image_model_per_provider_and_a_demo_rout
     assert sorted(models) == sorted(PROVIDERS)
     for provider, model in models.items():
         assert model.id == f"demo-{provider}"
-        assert model.edition_enabled == (provider in {"openai", "gemini", "cloud-temple"})
+        assert model.edition_enabled == (provider in {"openai", "gemini", "cloud-temple", "azure-openai"})
         assert model.token.startswith("${env.") and model.token.endswith("}")
     assert models["openai"].token == "${env.OPENAI_API_KEY}"
     assert models["openai"].effective_base_url == "https://api.openai.com/v1"

@@ -9,12 +9,12 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
 
-from entities.catalog import PROVIDERS
+from entities.catalog import PROVIDERS, Operation
 from entities.models import ApiKey, ImageModel, Route, RouteRef, mask_secret, resolve_secret
 
 pytestmark = pytest.mark.django_db
 
-EDITING_PROVIDERS = [key for key, provider in PROVIDERS.items() if provider.can_edit]
+EDITING_PROVIDERS = [key for key, provider in PROVIDERS.items() if provider.can(Operation.EDIT)]
 NON_EDITING_PROVIDERS = [key for key, provider in PROVIDERS.items() if not provider.can_edit]
 
 
@@ -141,6 +141,20 @@ def test_edition_enabled_is_accepted_on_a_provider_that_can_edit(provider: str) 
 
 def test_the_providers_that_edit_are_openai_gemini_and_cloud_temple() -> None:
     assert sorted(EDITING_PROVIDERS) == ["cloud-temple", "gemini", "openai"]
+
+
+@pytest.mark.parametrize("api_version", ["2025-04-01-preview", "2025-06-01", "v1"])
+def test_azure_edits_from_api_version_2025_04_01_preview_on(api_version: str) -> None:
+    extra = {"resource_name": "res", "deployment_id": "gpt-image-1", "api_version": api_version}
+    image_model(provider="azure-openai", connection_extra=extra, edition={"enabled": True}).full_clean()
+
+
+@pytest.mark.parametrize("api_version", ["2024-02-01", "2025-03-01-preview", ""])
+def test_azure_editing_on_an_older_api_version_is_refused_naming_the_version(api_version: str) -> None:
+    extra = {"resource_name": "res", "deployment_id": "gpt-image-1", "api_version": api_version}
+    message = errors_of(image_model(provider="azure-openai", connection_extra=extra, edition={"enabled": True}))
+    assert "from api_version 2025-04-01-preview on" in message["edition"][0]
+    assert f"api_version {api_version or '(none)'} cannot edit" in message["edition"][0]
 
 
 @pytest.mark.parametrize("field", ["models_include", "models_exclude"])
