@@ -25,7 +25,13 @@ from edits_api.providers.base import Connection, ImageItem, ImageResult
 
 _SALT = "gateway-image-url"
 IMAGE_FOLDER = "images/"
-_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+_EXTENSIONS = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/webp": "webp",
+    "image/gif": "gif",
+    "image/svg+xml": "svg",
+}
 _TYPES = {extension: content_type for content_type, extension in _EXTENSIONS.items()}
 
 
@@ -35,9 +41,10 @@ def store_image(data: bytes, content_type: str) -> str:
     return default_storage.save(f"{IMAGE_FOLDER}{uuid.uuid4().hex}.{extension}", ContentFile(data))
 
 
-def signed_url(request: HttpRequest, name: str) -> str:
+def signed_url(public_base: str, name: str) -> str:
+    """An absolute link on the gateway (`public_base`: scheme and host the request came in on)."""
     token = signing.TimestampSigner(salt=_SALT).sign(name.removeprefix(IMAGE_FOLDER))
-    return request.build_absolute_uri(reverse("signed-image", args=[token]))
+    return public_base + reverse("signed-image", args=[token])
 
 
 def serve_signed_image(request: HttpRequest, token: str) -> FileResponse:
@@ -53,7 +60,32 @@ def serve_signed_image(request: HttpRequest, token: str) -> FileResponse:
     extension = name.rsplit(".", 1)[-1]
     response = FileResponse(default_storage.open(name, "rb"), content_type=_TYPES.get(extension, "image/png"))
     response["Cache-Control"] = f"private, max-age={settings.SIGNED_URL_MAX_AGE}"
+    # An SVG answered by a provider must not run scripts on the gateway's origin.
+    response["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
+    response["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF8", "image/gif"),
+    (b"<svg", "image/svg+xml"),
+    (b"<?xml", "image/svg+xml"),
+)
+
+
+def content_type_of(data: bytes) -> str:
+    """An image's media type from its first bytes (what `decode` answers with)."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return next((kind for signature, kind in _SIGNATURES if data.startswith(signature)), "application/octet-stream")
+
+
+def decoded_image(body: dict[str, Any]) -> tuple[bytes, str]:
+    """The single inline image of an answer, as bytes and media type."""
+    data = base64.b64decode(body["data"][0]["b64_json"])
+    return data, content_type_of(data)
 
 
 def _decode(item: ImageItem, provider_name: str) -> bytes:
@@ -70,21 +102,25 @@ def answer(
     result: ImageResult,
     *,
     response_format: str | None,
-    request: HttpRequest,
+    public_base: str,
     connection: Connection,
 ) -> dict[str, Any]:
-    """The OpenAI-shaped body: created, data (url, b64_json, revised_prompt all present), usage."""
+    """OpenAI's ImagesResponse: created, data (url, b64_json, revised_prompt all present), the
+    provider's top-level background/output_format/quality/size when it answered them, and usage."""
     data = []
     for item in result.items:
         url, b64 = item.url, item.b64_json
         if response_format == "url" and b64 is not None:
             name = store_image(_decode(item, connection.provider_name), item.content_type or "image/png")
-            url, b64 = signed_url(request, name), None
+            url, b64 = signed_url(public_base, name), None
         elif response_format == "b64_json" and b64 is None and url:
             fetched, _content_type = http.fetch_image(connection, url)
             b64, url = base64.b64encode(fetched).decode(), None
         data.append({"url": url, "b64_json": b64, "revised_prompt": item.revised_prompt})
     body: dict[str, Any] = {"created": result.created or int(time.time()), "data": data}
+    for name in ("background", "output_format", "quality", "size"):
+        if getattr(result, name) is not None:
+            body[name] = getattr(result, name)
     if result.usage is not None:
         body["usage"] = result.usage
     return body

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
+from entities.catalog import Operation
 from entities.models import ApiKey, ImageModel, Route, RouteRef
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ class RouteInfo:
     edit_refs: list[ImageModel]
     generation_refs: list[ImageModel]
     key_hashes: dict[str, KeyInfo] = field(default_factory=dict)  # secret hash -> key
+
+    def refs(self, operation: Operation) -> list[ImageModel]:
+        return self.edit_refs if operation is Operation.EDIT else self.generation_refs
 
     @property
     def requires_key(self) -> bool:

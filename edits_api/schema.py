@@ -11,66 +11,110 @@ from typing import Any
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse
 from rest_framework import serializers
 
-_FORMATS = ("png", "jpeg", "webp")
+from entities.catalog import Operation
+from entities.vocabulary import CHOICES, MAX_IMAGES, MAX_N, MAX_PROMPT
 
 
-class ImageEditSerializer(serializers.Serializer):
-    """The multipart form of POST /v1/images/edits (component `ImageEditRequest`)."""
+def _choice(name: str, help_text: str = "") -> serializers.ChoiceField:
+    return serializers.ChoiceField(choices=CHOICES[name], required=False, help_text=help_text)
 
-    image = serializers.FileField(
-        required=False,
-        help_text="The image to edit: PNG, JPEG or WebP (checked by content). Send one `image`, "
-        "or up to 16 as `image[]` (or a repeated `image`).",
-    )
-    mask = serializers.FileField(
-        required=False,
-        help_text="A PNG with an alpha channel, the size of the first image; transparent pixels mark what to edit.",
-    )
+
+class _ImageOptions(serializers.Serializer):
+    """The fields edits and generations share; value sets from entities.vocabulary."""
+
     prompt = serializers.CharField(
-        max_length=32_000,
-        help_text="What to do; at most 32000 characters for gpt-image models, 1000 for dall-e-2.",
+        max_length=MAX_PROMPT,
+        help_text="What to do; at most 32000 characters for gpt-image models, 1000 for dall-e-2, 4000 for dall-e-3.",
     )
     model = serializers.CharField(
         required=False,
         help_text="The model name, or `REF###model` / `REF/model` to pick one of the route's image models.",
     )
-    n = serializers.IntegerField(required=False, min_value=1, max_value=10, help_text="How many images.")
+    n = serializers.IntegerField(required=False, min_value=1, max_value=MAX_N, help_text="How many images.")
     size = serializers.CharField(
         required=False, help_text="`WIDTHxHEIGHT` or `auto`; the accepted sizes depend on the model."
     )
-    quality = serializers.ChoiceField(choices=("auto", "low", "medium", "high", "standard"), required=False)
-    background = serializers.ChoiceField(choices=("auto", "transparent", "opaque"), required=False)
-    response_format = serializers.ChoiceField(
-        choices=("url", "b64_json"),
-        required=False,
-        help_text="`url`: a signed, expiring link on the gateway; `b64_json`: the image inline.",
+    quality = _choice(
+        "quality", "`standard` and `hd` (the seed page's values) are translated into the model's own (hd -> high)."
     )
-    output_format = serializers.ChoiceField(choices=_FORMATS, required=False)
+    background = _choice("background")
+    response_format = _choice(
+        "response_format", "`url`: a signed, expiring link on the gateway; `b64_json`: the image inline."
+    )
+    output_format = _choice("output_format", "gif and svg: gpt-image-2.6 models only.")
     output_compression = serializers.IntegerField(
         required=False, min_value=0, max_value=100, help_text="For output_format jpeg or webp only."
     )
-    input_fidelity = serializers.ChoiceField(choices=("high", "low"), required=False)
-    user = serializers.CharField(required=False, max_length=256, help_text="An end-user id, passed on.")
+    complexity = _choice("complexity")
+    frame_count = serializers.IntegerField(required=False, min_value=2, max_value=16, help_text="gif output only.")
+    frame_duration_ms = serializers.IntegerField(required=False, min_value=10, help_text="gif output only.")
+    safety_identifier = serializers.CharField(required=False, max_length=256, help_text="An end-user id, passed on.")
+    user = serializers.CharField(required=False, max_length=256, help_text="Deprecated: safety_identifier.")
     provider = serializers.CharField(required=False, help_text="The id of the route's image model to use.")
+
+
+class ImageEditSerializer(_ImageOptions):
+    """The multipart form of POST /v1/images/edits (component `ImageEditRequest`)."""
+
+    image = serializers.FileField(
+        required=False,
+        help_text="The image to edit: PNG, JPEG or WebP (checked by content). Send one `image`, "
+        f"or up to {MAX_IMAGES} as `image[]` (or a repeated `image`).",
+    )
+    mask = serializers.FileField(
+        required=False,
+        help_text="A PNG with an alpha channel, the size of the first image; transparent pixels mark what to edit.",
+    )
+    input_fidelity = _choice("input_fidelity")
 
     def get_fields(self) -> dict[str, serializers.Field]:
         fields = super().get_fields()
         # `image[]` is not a Python name, so it cannot be declared above.
         fields["image[]"] = serializers.ListField(
-            child=serializers.FileField(), required=False, max_length=16, help_text="Several images (1-16)."
+            child=serializers.FileField(), required=False, max_length=MAX_IMAGES, help_text="Several images."
         )
+        return fields
+
+
+class ImageGenerationSerializer(_ImageOptions):
+    """The JSON body of POST /v1/images/generations (component `ImageGenerationRequest`)."""
+
+    moderation = _choice("moderation")
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        fields["style"] = _choice("style", "dall-e-3 only.")  # `style` is a Field attribute in DRF
         return fields
 
 
 class ImageItemSerializer(serializers.Serializer):
     url = serializers.URLField(allow_null=True, help_text="Set when response_format is url.")
     b64_json = serializers.CharField(allow_null=True, help_text="Base64 image bytes (response_format b64_json).")
-    revised_prompt = serializers.CharField(allow_null=True)
+    revised_prompt = serializers.CharField(allow_null=True, help_text="Only when the provider revised the prompt.")
+
+
+class TokenDetailsSerializer(serializers.Serializer):
+    text_tokens = serializers.IntegerField()
+    image_tokens = serializers.IntegerField()
+
+
+class UsageSerializer(serializers.Serializer):
+    """OpenAI's usage shape, mapped from each provider's own counts."""
+
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    total_tokens = serializers.IntegerField()
+    input_tokens_details = TokenDetailsSerializer()
+    output_tokens_details = TokenDetailsSerializer(required=False)
 
 
 class ImagesResponseSerializer(serializers.Serializer):
     created = serializers.IntegerField(help_text="Unix time, in seconds.")
-    usage = serializers.DictField(required=False, help_text="Token usage as the provider reported it.")
+    usage = UsageSerializer(required=False, help_text="Left out when the provider reports no usage.")
+    background = serializers.CharField(required=False, help_text="As the provider answered it.")
+    output_format = serializers.CharField(required=False, help_text="As the provider answered it.")
+    quality = serializers.CharField(required=False, help_text="As the provider answered it.")
+    size = serializers.CharField(required=False, help_text="As the provider answered it.")
 
     def get_fields(self) -> dict[str, serializers.Field]:
         fields = super().get_fields()
@@ -98,19 +142,25 @@ def _error(description: str, code: str, type: str = "invalid_request_error") -> 
     )
 
 
-EDIT_RESPONSES: dict[int, OpenApiResponse] = {
-    200: OpenApiResponse(ImagesResponseSerializer, description="The edited images."),
-    400: _error("Bad input, or the chosen provider cannot edit.", "invalid_value"),
+IMAGES_RESPONSES: dict[int, OpenApiResponse] = {
+    200: OpenApiResponse(
+        ImagesResponseSerializer,
+        description="The images; with the generation plugin's `decode` and one image, the image bytes themselves.",
+    ),
+    400: _error("Bad input, or the chosen provider cannot do this operation.", "invalid_value"),
     401: _error("The route needs an API key and none or a wrong one came.", "invalid_api_key"),
     403: _error(
-        "Editing is off for the chosen image model, or the model is excluded.", "edition_disabled", "permission_error"
+        "The operation is off for the chosen image model, or the model is excluded.",
+        "edition_disabled",
+        "permission_error",
     ),
     404: _error("No route for this host and path, or the model names no image model.", "route_not_found"),
     405: _error("Anything but POST.", "method_not_allowed"),
     413: _error("The body is larger than the route's upload limit.", "file_too_large"),
-    415: _error("The body is not multipart/form-data.", "unsupported_media_type"),
+    415: _error("The body is not multipart/form-data (edits) or JSON (generations).", "unsupported_media_type"),
     429: _error("The API key is over its rate limit (see Retry-After).", "rate_limit_exceeded", "rate_limit_error"),
     502: _error("The provider failed or answered something unusable.", "upstream_error", "upstream_error"),
+    503: _error("Every provider's circuit is open, or the database is down.", "upstream_unavailable", "upstream_error"),
     504: _error("The provider was slower than the image model's timeout.", "upstream_timeout", "upstream_error"),
 }
 
@@ -123,13 +173,19 @@ EDIT_DESCRIPTION = (
 )
 
 
+GENERATION_DESCRIPTION = (
+    "Generates images from a prompt, OpenAI-compatible, as JSON. Each deployment serves it under its "
+    "routes' prefixes (`{prefix}/v1/images/generations`). Without `response_format` the images come "
+    "inline as `b64_json` (as OpenAI's gpt-image models answer) unless the image model's defaults say "
+    "otherwise. Keys, headers and errors as for edits."
+)
+
+
 def public_image_endpoints(endpoints: list[tuple[Any, ...]], **kwargs: Any) -> list[tuple[Any, ...]]:
     """Preprocessing hook: only the image endpoints, each at /v1/images/<endpoint> (no prefix)."""
-    from edits_api.views import ImagesEndpoint  # the views import this module
-
     kept = []
     for _path, path_regex, method, callback in endpoints:
-        view = getattr(callback, "cls", None)
-        if isinstance(view, type) and issubclass(view, ImagesEndpoint) and view.endpoint:
-            kept.append((f"/v1/images/{view.endpoint}", path_regex, method, callback))
+        operation = getattr(getattr(callback, "cls", None), "operation", None)
+        if isinstance(operation, Operation):
+            kept.append((f"/v1/images/{operation.endpoint}", path_regex, method, callback))
     return kept

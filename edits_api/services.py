@@ -1,31 +1,47 @@
-"""The edit (and generation) use case: choose the entity, check the input, call the provider."""
+"""The image use cases, `image_edit` and `image_generate`, over typed requests.
+
+Each chooses the route's image model, checks the request against that model's family before any
+call, calls the provider with retries, fallback and breaker, and shapes OpenAI's answer. Connections
+and tokens stay in here: callers get the answer body and what happened.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.files.uploadedfile import UploadedFile
 
-from edits_api import resilience, validation
-from edits_api.errors import GatewayError, invalid
+from edits_api import resilience, results, validation
+from edits_api.errors import GatewayError
 from edits_api.providers import adapter_for
-from edits_api.providers.base import Connection, ImageRequest, ImageResult
+from edits_api.providers.base import Connection, ImageFile, ImageRequest, ImageResult
 from edits_api.resilience import Outcome, RetryPolicy
+from edits_api.routing import RouteInfo
 from edits_api.selection import Candidate, select_image_models
-from edits_api.validation import EDIT_FIELDS, family_for
+from edits_api.wire import ImagesRequest
+from entities import vocabulary
 from entities.catalog import PROVIDERS, Operation
 from entities.crypto import UNDECRYPTABLE
 from entities.models import ImageModel, resolve_secret
 
 logger = logging.getLogger(__name__)
 
-_IMAGE_KEYS = ("image", "image[]")
-_OPTION_KEYS = (
-    "model", "n", "size", "quality", "background", "response_format", "output_format",
-    "output_compression", "input_fidelity", "style", "moderation",
-)  # fmt: skip
+
+@dataclass(frozen=True)
+class Served:
+    """The answer: OpenAI's ImagesResponse as a dict, and whether the plugin wants the bytes instead."""
+
+    body: dict[str, Any]
+    decode: bool = False  # the generation plugin's `decode` with exactly one image
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    request: ImageRequest
+    response_format: str | None  # what the client gets back; the gateway produces it itself
 
 
 def connection_for(image_model: ImageModel) -> Connection:
@@ -47,114 +63,102 @@ def connection_for(image_model: ImageModel) -> Connection:
     )
 
 
-def single_fields(raw: dict[str, list[str]], allowed: frozenset[str]) -> dict[str, str]:
-    """One value per known field; unknown or repeated fields are refused."""
-    fields = {}
-    for key, values in raw.items():
-        if key not in allowed:
-            if key in ("image", "image[]", "mask"):
-                raise invalid(f"'{key}' must be a file part, not a text field.", key, "invalid_type")
-            raise invalid(f"Unknown parameter: '{key}'.", key, "unknown_parameter")
-        if len(values) != 1:
-            raise invalid(f"'{key}' was sent {len(values)} times; send it once.", key)
-        fields[key] = values[0]
-    return fields
-
-
-def _edit_files(files: dict[str, list[UploadedFile]]) -> tuple[list[UploadedFile], UploadedFile | None]:
-    images: list[UploadedFile] = []
-    mask: UploadedFile | None = None
-    for key, uploads in files.items():
-        if key in _IMAGE_KEYS or (key.startswith("image[") and key[6:-1].isdigit() and key.endswith("]")):
-            images.extend(uploads)
-        elif key in ("mask", "mask[]"):
-            if len(uploads) != 1 or mask is not None:
-                raise invalid("Send at most one 'mask'.", "mask")
-            mask = uploads[0]
-        else:
-            raise invalid(f"Unknown file parameter: '{key}'.", key, "unknown_parameter")
-    if len(images) > validation.MAX_IMAGES:
-        raise invalid(f"At most {validation.MAX_IMAGES} images; got {len(images)}.", "image")
-    return images, mask
-
-
-def _merged(image_model: ImageModel, operation: str, fields: dict[str, Any], model: str) -> dict[str, Any]:
-    """The entity's defaults, overridden by whatever the client sent."""
-    defaults = {k: v for k, v in getattr(image_model, operation).items() if k in _OPTION_KEYS}
-    merged: dict[str, Any] = {**defaults, **{k: v for k, v in fields.items() if v not in (None, "")}}
-    merged["model"] = model
-    return merged
-
-
-def _prepare_edit(
-    candidate: Candidate, fields: dict[str, str], images: list[UploadedFile], mask: UploadedFile | None
-) -> tuple[ImageRequest, str | None]:
-    image_model = candidate.image_model
-    merged = _merged(image_model, "edition", fields, candidate.model)
-    family = family_for(provider=image_model.provider, model=candidate.model, operation="edition")
-    prompt, n, compression = validation.check_fields(merged, family=family, operation="edition")
-    checked = [validation.inspect_image(upload, "image") for upload in images]
-    checked_mask = validation.inspect_image(mask, "mask") if mask is not None else None
-    validation.check_images(checked, checked_mask, family)
-    if checked_mask is not None and image_model.provider == "gemini":
-        raise invalid("Gemini has no mask input; send the edit without 'mask' or use another image model.", "mask")
-    request = ImageRequest(
-        prompt=prompt,
+def _prepare(
+    candidate: Candidate, request: ImagesRequest, images: list[ImageFile], mask: ImageFile | None, *, decode: bool
+) -> _Prepared:
+    """The provider request for one candidate: its defaults under the client's values, checked for
+    its model family and by its adapter. Raises the 400 the client gets when it cannot take it.
+    With `decode`, a single image comes back inline so that its bytes can be the answer."""
+    image_model, operation = candidate.image_model, request.operation
+    fields = vocabulary.DEFAULT_FIELDS[operation]
+    defaults = {k: v for k, v in image_model.options(operation).items() if k in fields and k != "model"}
+    family = vocabulary.family_for(provider=image_model.provider, model=candidate.model)
+    values = validation.check_values(
+        request.prompt, {**defaults, **request.options}, family=family, operation=operation
+    )
+    if operation is Operation.EDIT:
+        validation.check_images(images, mask, family)
+    response_format = values.pop("response_format", None)
+    if operation is Operation.GENERATION and response_format is None:
+        response_format = "b64_json"  # as OpenAI's gpt-image models answer (contract §4)
+    if decode and values.get("n", 1) == 1:
+        response_format = "b64_json"
+    provider_request = ImageRequest(
+        prompt=request.prompt,
         model=candidate.model,
-        images=checked,
-        mask=checked_mask,
-        n=n,
-        size=merged.get("size"),
-        quality=merged.get("quality"),
-        background=merged.get("background"),
-        response_format=merged.get("response_format"),
-        output_format=merged.get("output_format"),
-        output_compression=compression,
-        input_fidelity=merged.get("input_fidelity"),
-        user=merged.get("user"),
+        images=images,
+        mask=mask,
+        response_format=response_format,
+        **values,
     )
-    return request, merged.get("response_format")
+    adapter = adapter_for(image_model.provider)
+    check = adapter.check_edit if operation is Operation.EDIT else adapter.check_generate
+    check(connection_for(image_model), provider_request)
+    return _Prepared(provider_request, response_format)
 
 
-def image_edit(
-    *,
-    refs: list[ImageModel],
-    fields: dict[str, list[str]],
-    files: dict[str, list[UploadedFile]],
-    fallback: bool,
-    fallback_named: bool,
-    policy: RetryPolicy,
-    outcome: Outcome,
-) -> tuple[ImageResult, Connection, str | None]:
-    """Runs one edit; returns the provider's result, the connection used and the wanted format."""
-    single = single_fields(fields, EDIT_FIELDS)
-    images, mask = _edit_files(files)
+def _inspect(files: tuple[UploadedFile, ...], mask: UploadedFile | None) -> tuple[list[ImageFile], ImageFile | None]:
+    """Each upload's header read once (format, size), whichever candidates it goes to."""
+    images = [validation.inspect_image(upload, "image") for upload in files]
+    return images, (validation.inspect_image(mask, "mask") if mask is not None else None)
+
+
+def _serve(*, route: RouteInfo, request: ImagesRequest, public_base: str, started: float, outcome: Outcome) -> Served:
+    operation = request.operation
+    plugin = route.route.plugin(operation)
     selection = select_image_models(
-        refs=refs, operation=Operation.EDIT, model=single.get("model"), provider=single.pop("provider", None)
+        refs=route.refs(operation), operation=operation, model=request.model, provider=request.provider
     )
-    single.pop("model", None)
-    # Check the first candidate before any call, so bad input never reaches a provider.
-    first_request = _prepare_edit(selection.candidates[0], single, images, mask)
-    prepared = {selection.candidates[0].image_model.id: first_request}
+    images, mask = _inspect(request.images, request.mask)
+    # The first candidate is checked before any call, so bad input never reaches a provider.
+    first = selection.candidates[0]
+    prepared = {first.image_model.id: _prepare(first, request, images, mask, decode=plugin.decode)}
 
     def prepare(candidate: Candidate) -> tuple[ImageRequest, str | None]:
-        found = prepared.get(candidate.image_model.id)
-        return found if found else _prepare_edit(candidate, single, images, mask)
+        found = prepared.get(candidate.image_model.id) or _prepare(
+            candidate, request, images, mask, decode=plugin.decode
+        )
+        return found.request, found.response_format
 
-    started = time.monotonic()
-    result = resilience.call_candidates(
+    def adapter_call(connection: Connection, provider_request: ImageRequest) -> ImageResult:
+        adapter = adapter_for(connection.provider)
+        if operation is Operation.EDIT:
+            return adapter.edit(connection, provider_request)
+        return adapter.generate(connection, provider_request)
+
+    result, connection, response_format = resilience.call_candidates(
         selection.candidates,
-        fallback=fallback and (fallback_named or not selection.explicit),
-        policy=policy,
+        fallback=plugin.fallback and (plugin.fallback_named or not selection.explicit),
+        policy=RetryPolicy(plugin.retries, started + plugin.deadline_ms / 1000),
         outcome=outcome,
         prepare=prepare,
         connect=connection_for,
-        call=lambda connection, request: adapter_for(connection.provider).edit(connection, request),
+        call=adapter_call,
     )
+    body = results.answer(result, response_format=response_format, public_base=public_base, connection=connection)
+    outcome.images = len(body["data"])
+    outcome.usage = body.get("usage")
     logger.info(
-        "edit served by %s in %.0f ms after %d attempt(s)",
+        "%s served by %s in %.0f ms after %d attempt(s)",
+        operation.value,
         outcome.image_model.id if outcome.image_model else "-",
         (time.monotonic() - started) * 1000,
         outcome.attempts,
     )
-    return result
+    return Served(body=body, decode=plugin.decode and len(body["data"]) == 1)
+
+
+def image_edit(
+    *, route: RouteInfo, request: ImagesRequest, public_base: str, started: float, outcome: Outcome
+) -> Served:
+    """Edits the request's images with the route's edit plugin (contract §3)."""
+    assert request.operation is Operation.EDIT
+    return _serve(route=route, request=request, public_base=public_base, started=started, outcome=outcome)
+
+
+def image_generate(
+    *, route: RouteInfo, request: ImagesRequest, public_base: str, started: float, outcome: Outcome
+) -> Served:
+    """Generates images from the request's prompt with the route's generation plugin (contract §4)."""
+    assert request.operation is Operation.GENERATION
+    return _serve(route=route, request=request, public_base=public_base, started=started, outcome=outcome)

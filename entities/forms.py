@@ -12,9 +12,8 @@ from django import forms
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.utils.html import format_html
 
-from entities import services
+from entities import services, vocabulary
 from entities.models import (
-    _OPTION_VALUES,
     EDITION_OPTIONS,
     GENERATION_OPTIONS,
     ApiKey,
@@ -55,8 +54,8 @@ def _option_field(group: str, key: str, expected: type) -> forms.Field:
         )
     if expected is int:
         return forms.IntegerField(required=False, label=label, validators=validators)
-    if key in _OPTION_VALUES:
-        choices = [("", "— provider default —"), *((v, v) for v in _OPTION_VALUES[key])]
+    if key in vocabulary.CHOICES:
+        choices = [("", "— provider default —"), *((v, v) for v in vocabulary.CHOICES[key])]
         return forms.ChoiceField(required=False, label=label, choices=choices, validators=validators)
     return forms.CharField(required=False, label=label, validators=validators)
 
@@ -174,7 +173,22 @@ class ImageModelForm(forms.ModelForm, _OptionFieldsForm):
             "connection_extra": NON_FIELD_ERRORS,
             "token": "new_token",
         }
-        super().add_error(field, _moved_errors(field, error, targets))
+        super().add_error(field, _moved_errors(field, _option_errors_on_their_fields(error), targets))
+
+
+def _option_errors_on_their_fields(error: Any) -> Any:
+    """`edition`/`generation` errors that name an option ("size: ...") go to that option's field."""
+    if not isinstance(error, ValidationError) or not hasattr(error, "error_dict"):
+        return error
+    moved: dict[str, list[Any]] = {}
+    for name, errors in error.error_dict.items():
+        for item in errors:
+            key, _, rest = (item.message % (item.params or {})).partition(": ")
+            if name in OPTION_GROUPS and rest and key in OPTION_GROUPS[name]:
+                moved.setdefault(option_field_name(name, key), []).append(ValidationError(rest))
+            else:
+                moved.setdefault(name, []).append(item)
+    return ValidationError(moved)
 
 
 def _moved_errors(field: str | None, error: Any, targets: dict[str, str]) -> Any:

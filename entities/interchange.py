@@ -15,9 +15,6 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import DatabaseError, models, transaction
 
 from entities.models import (
-    DEFAULT_DEADLINE_MS,
-    DEFAULT_MAX_SIZE_UPLOAD,
-    DEFAULT_RETRIES,
     DEFAULT_TIMEOUT_MS,
     ApiKey,
     ImageModel,
@@ -25,24 +22,39 @@ from entities.models import (
     RouteRef,
     env_reference,
 )
+from entities.plugins import (
+    CONFIG_COLUMNS,
+    EDIT_PLUGIN,
+    ENABLED_COLUMN,
+    GENERATION_PLUGIN,
+    OPERATION_OF_PLUGIN,
+    PLUGIN_IDS,
+)
 
-_PLUGIN_NS = "cp:otoroshi_plugins.com.cloud.apim.otoroshi.extensions.aigateway.plugins."
-EDIT_PLUGIN = _PLUGIN_NS + "OpenAICompatImagesEdit"
-GENERATION_PLUGIN = _PLUGIN_NS + "OpenAICompatImagesGen"
+__all__ = ["EDIT_PLUGIN", "GENERATION_PLUGIN", "ImportFailed", "entities_export", "entities_import"]
+
+
+def _column_type(column: str) -> type:
+    field = Route._meta.get_field(column)
+    return bool if isinstance(field, models.BooleanField) else int
+
+
+def _column_default(column: str) -> Any:
+    field = Route._meta.get_field(column)
+    assert isinstance(field, models.Field)
+    return field.get_default()
+
+
+_COLUMN_TYPES = {column: _column_type(column) for columns in CONFIG_COLUMNS.values() for column in columns.values()}
 
 # Config keys each plugin accepts, with their JSON type; `refs` is checked on its own.
 _PLUGIN_CONFIG: dict[str, dict[str, type]] = {
-    EDIT_PLUGIN: {
+    PLUGIN_IDS[operation]: {
         "refs": list,
-        "max_size_upload": int,
-        "fallback": bool,
-        "fallback_named": bool,
-        "retries": int,
-        "deadline": int,
-    },
-    GENERATION_PLUGIN: {"refs": list, "decode": bool, "fallback": bool},
+        **{key: _COLUMN_TYPES[column] for key, column in columns.items()},
+    }
+    for operation, columns in CONFIG_COLUMNS.items()
 }
-_PLUGIN_KIND = {EDIT_PLUGIN: RouteRef.EDIT, GENERATION_PLUGIN: RouteRef.GENERATION}
 
 # Where each model field sits in the JSON, so an error names what the operator wrote.
 _IMAGE_MODEL_PATHS = {
@@ -301,15 +313,10 @@ def _import_route(problems: _Problems, where: str, item: Any, summary: ImportSum
     instance.enabled = entity.get("enabled", True)
     instance.domains = frontend.get("domains", [])
     # A plugin left out of the file is absent from the route: its fields go back to their defaults.
-    instance.edit_plugin_enabled = None
-    instance.max_size_upload = DEFAULT_MAX_SIZE_UPLOAD
-    instance.edit_fallback = True
-    instance.edit_fallback_named = False
-    instance.edit_retries = DEFAULT_RETRIES
-    instance.edit_deadline_ms = DEFAULT_DEADLINE_MS
-    instance.generation_plugin_enabled = None
-    instance.generation_decode = False
-    instance.generation_fallback = True
+    for operation, columns in CONFIG_COLUMNS.items():
+        setattr(instance, ENABLED_COLUMN[operation], None)
+        for column in columns.values():
+            setattr(instance, column, _column_default(column))
 
     paths = {"domains": "frontend.domains"}
     refs: list[tuple[str, int, str, str]] = []  # (plugin kind, position, image model id, JSON path)
@@ -335,28 +342,19 @@ def _import_route(problems: _Problems, where: str, item: Any, summary: ImportSum
         if config is None:
             shape_ok = False
             continue
-        kind = _PLUGIN_KIND[block["plugin"]]
+        operation = OPERATION_OF_PLUGIN[block["plugin"]]
+        kind = operation.value  # RouteRef.EDIT / RouteRef.GENERATION
         for position, ref in enumerate(config.get("refs", [])):
             if not isinstance(ref, str):
                 problems.add(where, f"{at}.config.refs[{position}]", "must be an image model id (a string)")
                 shape_ok = False
             else:
                 refs.append((kind, position, ref, f"{at}.config.refs[{position}]"))
-        enabled = block.get("enabled", True)
-        if kind == RouteRef.EDIT:
-            instance.edit_plugin_enabled = enabled
-            instance.max_size_upload = config.get("max_size_upload", DEFAULT_MAX_SIZE_UPLOAD)
-            instance.edit_fallback = config.get("fallback", True)
-            instance.edit_fallback_named = config.get("fallback_named", False)
-            instance.edit_retries = config.get("retries", DEFAULT_RETRIES)
-            instance.edit_deadline_ms = config.get("deadline", DEFAULT_DEADLINE_MS)
-            paths["max_size_upload"] = f"{at}.config.max_size_upload"
-            paths["edit_retries"] = f"{at}.config.retries"
-            paths["edit_deadline_ms"] = f"{at}.config.deadline"
-        else:
-            instance.generation_plugin_enabled = enabled
-            instance.generation_decode = config.get("decode", False)
-            instance.generation_fallback = config.get("fallback", True)
+        setattr(instance, ENABLED_COLUMN[operation], block.get("enabled", True))
+        for key, column in CONFIG_COLUMNS[operation].items():
+            if key in config:
+                setattr(instance, column, config[key])
+            paths[column] = f"{at}.config.{key}"
     if not shape_ok:
         return
     reported = len(problems.errors)
@@ -526,33 +524,13 @@ def _export_route(route: Route) -> dict[str, Any]:
     for ref in sorted(route.refs.all(), key=lambda r: (r.position, r.pk)):
         refs[ref.plugin].append(ref.image_model_id)
     plugins = []
-    if route.edit_plugin_enabled is not None:
-        plugins.append(
-            {
-                "enabled": route.edit_plugin_enabled,
-                "plugin": EDIT_PLUGIN,
-                "config": {
-                    "refs": refs[RouteRef.EDIT],
-                    "max_size_upload": route.max_size_upload,
-                    "fallback": route.edit_fallback,
-                    "fallback_named": route.edit_fallback_named,
-                    "retries": route.edit_retries,
-                    "deadline": route.edit_deadline_ms,
-                },
-            }
-        )
-    if route.generation_plugin_enabled is not None:
-        plugins.append(
-            {
-                "enabled": route.generation_plugin_enabled,
-                "plugin": GENERATION_PLUGIN,
-                "config": {
-                    "refs": refs[RouteRef.GENERATION],
-                    "decode": route.generation_decode,
-                    "fallback": route.generation_fallback,
-                },
-            }
-        )
+    for operation, columns in CONFIG_COLUMNS.items():
+        enabled = getattr(route, ENABLED_COLUMN[operation])
+        if enabled is None:
+            continue
+        config: dict[str, Any] = {"refs": refs[operation.value]}
+        config.update({key: getattr(route, column) for key, column in columns.items()})
+        plugins.append({"enabled": enabled, "plugin": PLUGIN_IDS[operation], "config": config})
     return {
         "id": route.id,
         "name": route.name,

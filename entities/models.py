@@ -9,14 +9,15 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from typing import Any, cast
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
-from entities import crypto
+from entities import crypto, vocabulary
 from entities.catalog import PROVIDER_CHOICES, PROVIDERS, Operation
+from entities.plugins import PluginConfig, plugin_config
 
 ENTITY_ID = RegexValidator(r"^[A-Za-z0-9_.:-]+$", "ids may hold letters, digits and _ . : - only")
 ENV_REF = re.compile(r"^\$\{env\.([A-Za-z_][A-Za-z0-9_]*)\}$")
@@ -25,28 +26,15 @@ DEFAULT_MAX_SIZE_UPLOAD = 104_857_600
 DEFAULT_RETRIES = 1
 DEFAULT_DEADLINE_MS = 600_000
 
-# Option keys an operator may set, with the type each must have (bool is checked before int).
-_COMMON_OPTIONS: dict[str, type] = {
-    "enabled": bool,
-    "model": str,
-    "n": int,
-    "size": str,
-    "quality": str,
-    "background": str,
-    "response_format": str,
-    "output_format": str,
-    "output_compression": int,
-}
-EDITION_OPTIONS: dict[str, type] = {**_COMMON_OPTIONS, "input_fidelity": str}
-GENERATION_OPTIONS: dict[str, type] = {**_COMMON_OPTIONS, "style": str, "moderation": str}
-_OPTION_VALUES: dict[str, tuple[str, ...]] = {
-    "response_format": ("url", "b64_json"),
-    "output_format": ("png", "jpeg", "webp"),
-    "background": ("transparent", "opaque", "auto"),
-    "input_fidelity": ("high", "low"),
-    "moderation": ("low", "auto"),
-    "style": ("vivid", "natural"),
-}
+
+def _option_types(operation: Operation) -> dict[str, type]:
+    """Option keys an operator may set, with the JSON type each must have (bool is checked before int)."""
+    fields = vocabulary.DEFAULT_FIELDS[operation]
+    return {"enabled": bool, **{name: int if name in vocabulary.INTEGER_FIELDS else str for name in fields}}
+
+
+EDITION_OPTIONS: dict[str, type] = _option_types(Operation.EDIT)
+GENERATION_OPTIONS: dict[str, type] = _option_types(Operation.GENERATION)
 
 
 def env_reference(value: str) -> str | None:
@@ -73,6 +61,7 @@ def mask_secret(value: str) -> str:
 
 
 def validate_options(options: Any, allowed: dict[str, type]) -> None:
+    """The JSON shape of an options block: known keys, each of its JSON type."""
     if not isinstance(options, dict):
         raise ValidationError("must be an object")
     errors = []
@@ -85,14 +74,19 @@ def validate_options(options: Any, allowed: dict[str, type]) -> None:
             errors.append(f"{key} must be a whole number")
         elif not isinstance(value, expected):
             errors.append(f"{key} must be a {'boolean' if expected is bool else 'string'}")
-        elif key == "n" and not 1 <= cast(int, value) <= 10:
-            errors.append("n must be between 1 and 10")
-        elif key == "output_compression" and not 0 <= cast(int, value) <= 100:
-            errors.append("output_compression must be between 0 and 100")
-        elif key in _OPTION_VALUES and value not in _OPTION_VALUES[key]:
-            errors.append(f"{key} must be one of {', '.join(_OPTION_VALUES[key])}")
     if errors:
         raise ValidationError("; ".join(errors))
+
+
+def validate_option_values(options: dict[str, Any], *, provider: str, operation: Operation) -> None:
+    """Defaults that could never be valid for the entity's model are refused now, not on every call."""
+    model = options.get("model") or PROVIDERS[provider].default_model
+    family = vocabulary.family_for(provider=provider, model=model)
+    values = {key: value for key, value in options.items() if key != "enabled"}
+    try:
+        vocabulary.check_options(values, family=family, operation=operation, defaults_only=True)
+    except vocabulary.OptionError as exc:
+        raise ValidationError(f"{exc.param}: {exc.message}") from None
 
 
 def validate_regex_list(patterns: Any) -> None:
@@ -203,6 +197,8 @@ class ImageModel(models.Model):
         ):
             try:
                 validate_options(options, allowed)
+                if provider:
+                    validate_option_values(options, provider=provider.key, operation=operation)
             except ValidationError as exc:
                 errors.setdefault(field, []).extend(exc.messages)
                 continue
@@ -252,8 +248,21 @@ class Route(models.Model):
     )
     # The images-generation plugin: null = absent from the route.
     generation_plugin_enabled = models.BooleanField(null=True, blank=True, verbose_name="generation plugin")
-    generation_decode = models.BooleanField(default=False)
-    generation_fallback = models.BooleanField(default=True)
+    generation_decode = models.BooleanField(
+        default=False, help_text="Answer with the image bytes when exactly one image is asked for."
+    )
+    generation_fallback = models.BooleanField(
+        default=True, help_text="On a retryable provider failure, try the next ref."
+    )
+    generation_fallback_named = models.BooleanField(
+        default=False, help_text="Fall back even when the client named a ref (X/model or provider)."
+    )
+    generation_retries = models.PositiveSmallIntegerField(
+        default=DEFAULT_RETRIES, help_text="Extra attempts per ref on a retryable failure (0-5)."
+    )
+    generation_deadline_ms = models.PositiveIntegerField(
+        default=DEFAULT_DEADLINE_MS, help_text="Time budget of one request across retries and fallbacks."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -267,12 +276,17 @@ class Route(models.Model):
         errors = {}
         if self.max_size_upload is not None and self.max_size_upload < 1:
             errors["max_size_upload"] = "must be a positive number of bytes"
-        if self.edit_retries is not None and self.edit_retries > 5:
-            errors["edit_retries"] = "at most 5 retries per ref"
-        if self.edit_deadline_ms is not None and not 1_000 <= self.edit_deadline_ms <= 3_600_000:
-            errors["edit_deadline_ms"] = "the deadline must be between 1 s and one hour"
+        for prefix in ("edit", "generation"):
+            retries, deadline = getattr(self, f"{prefix}_retries"), getattr(self, f"{prefix}_deadline_ms")
+            if retries is not None and retries > 5:
+                errors[f"{prefix}_retries"] = "at most 5 retries per ref"
+            if deadline is not None and not 1_000 <= deadline <= 3_600_000:
+                errors[f"{prefix}_deadline_ms"] = "the deadline must be between 1 s and one hour"
         if errors:
             raise ValidationError(errors)
+
+    def plugin(self, operation: Operation) -> PluginConfig:
+        return plugin_config(self, operation)
 
     def ref_ids(self, plugin: str) -> list[str]:
         return [ref.image_model_id for ref in self.refs.all() if ref.plugin == plugin]

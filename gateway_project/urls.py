@@ -22,6 +22,7 @@ urlpatterns = [
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
     # Any route prefix may stand before /v1/...; routing.py decides which route it is.
     re_path(r"^(?:.*/)?v1/images/edits/?$", views.EditsView.as_view(), name="images-edits"),
+    re_path(r"^(?:.*/)?v1/images/generations/?$", views.GenerationsView.as_view(), name="images-generations"),
 ]
 
 handler404 = "edits_api.errors.handler404"

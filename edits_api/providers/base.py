@@ -59,6 +59,10 @@ class ImageRequest:
     output_compression: int | None = None
     input_fidelity: str | None = None
     user: str | None = None
+    complexity: str | None = None
+    safety_identifier: str | None = None
+    frame_count: int | None = None  # gif output only
+    frame_duration_ms: int | None = None
 
 
 @dataclass(frozen=True)

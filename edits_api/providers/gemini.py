@@ -49,13 +49,16 @@ _RAW_CHUNK = 3 * 64 * 1024  # a multiple of 3, so chunks encode to base64 withou
 
 
 class GeminiAdapter(ProviderAdapter):
-    def edit(self, connection: Connection, request: ImageRequest) -> ImageResult:
+    def check_edit(self, connection: Connection, request: ImageRequest) -> None:
         if request.mask is not None:
             raise invalid(
                 f"{connection.provider_name} has no mask support: leave out `mask` and describe "
                 "the region to change in the prompt.",
                 "mask",
             )
+
+    def edit(self, connection: Connection, request: ImageRequest) -> ImageResult:
+        self.check_edit(connection, request)
         return _generate_content(connection, request, request.images)
 
     def generate(self, connection: Connection, request: ImageRequest) -> ImageResult:

@@ -96,6 +96,10 @@ def _fields(request: ImageRequest, *, edit: bool) -> dict[str, Any]:
         "background": request.background,
         "output_format": request.output_format,
         "output_compression": request.output_compression,
+        "complexity": request.complexity,
+        "frame_count": request.frame_count,
+        "frame_duration_ms": request.frame_duration_ms,
+        "safety_identifier": request.safety_identifier,
         "user": request.user,
     }
     if edit:

@@ -175,7 +175,7 @@ BOMB = bytes.fromhex("89504e470d0a1a0a0000000d494844520000fde80000fde80806000000
         ([("image", png_file())], {"prompt": "x", "n": "11"}, 400, "invalid_value", "n"),
         ([("image", png_file())], {"prompt": "x", "n": "two"}, 400, "invalid_value", "n"),
         ([("image", png_file())], {"prompt": "x", "size": "999x999"}, 400, "invalid_value", "size"),
-        ([("image", png_file())], {"prompt": "x", "quality": "hd"}, 400, "invalid_value", "quality"),
+        ([("image", png_file())], {"prompt": "x", "quality": "ultra"}, 400, "invalid_value", "quality"),
         ([("image", png_file())], {"prompt": "x", "background": "pink"}, 400, "invalid_value", "background"),
         ([("image", png_file())], {"prompt": "x", "output_format": "gif"}, 400, "invalid_value", "output_format"),
         (
@@ -189,7 +189,7 @@ BOMB = bytes.fromhex("89504e470d0a1a0a0000000d494844520000fde80000fde80806000000
         ([("image", png_file())], {"prompt": "x", "input_fidelity": "max"}, 400, "invalid_value", "input_fidelity"),
         (
             [("image", png_file())], {"prompt": "x", "model": "gpt-image-1-mini", "input_fidelity": "high"},
-            400, "unsupported_parameter", "input_fidelity",
+            400, "invalid_value", "input_fidelity",
         ),
         ([("image", png_file())], {"prompt": "x", "response_format": "jpeg"}, 400, "invalid_value", "response_format"),
         ([("image", png_file())], {"prompt": "x" * 32001}, 400, "invalid_value", "prompt"),

@@ -39,20 +39,25 @@ FUZZING = hypothesis_settings(
 )
 
 
-def test_openapi_json_describes_only_the_public_edit_operation(gateway: Gateway) -> None:
+def test_openapi_json_describes_only_the_public_image_operations(gateway: Gateway) -> None:
     response = requests.get(gateway.url + "/openapi.json", timeout=10)
 
     assert response.status_code == 200
     document = response.json()
     assert document["openapi"].startswith("3.")
-    assert list(document["paths"]) == ["/v1/images/edits"]
+    assert list(document["paths"]) == ["/v1/images/edits", "/v1/images/generations"]
     operation = document["paths"]["/v1/images/edits"]["post"]
     form = document["components"]["schemas"]["ImageEditRequest"]
     assert list(operation["requestBody"]["content"]) == ["multipart/form-data"]
     assert form["required"] == ["prompt"]
     assert form["properties"]["image[]"]["items"]["format"] == "binary"
-    expected = {"200", "400", "401", "403", "404", "405", "413", "415", "429", "502", "504"}
+    expected = {"200", "400", "401", "403", "404", "405", "413", "415", "429", "502", "503", "504"}
     assert set(operation["responses"]) == expected
+    generation = document["paths"]["/v1/images/generations"]["post"]
+    assert list(generation["requestBody"]["content"]) == ["application/json"]
+    body = document["components"]["schemas"]["ImageGenerationRequest"]
+    assert body["required"] == ["prompt"]
+    assert "xhigh" in document["components"]["schemas"]["QualityEnum"]["enum"]  # value sets: the SDK's types
     error = operation["responses"]["404"]["content"]["application/json"]["schema"]["$ref"]
     assert error == "#/components/schemas/Error"
 

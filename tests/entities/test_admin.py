@@ -193,6 +193,7 @@ def test_structured_option_fields_compose_the_json_and_omit_empty_keys(admin_cli
             edition_background="transparent",
             edition_output_compression="80",
             edition_input_fidelity="high",
+            generation_model="dall-e-3",
             generation_style="vivid",
         ),
     )
@@ -208,7 +209,7 @@ def test_structured_option_fields_compose_the_json_and_omit_empty_keys(admin_cli
         "output_compression": 80,
         "input_fidelity": "high",
     }
-    assert openai_model.generation == {"enabled": False, "style": "vivid"}
+    assert openai_model.generation == {"enabled": False, "model": "dall-e-3", "style": "vivid"}
 
 
 def test_change_page_shows_options_as_fields_not_json(admin_client, openai_model):
@@ -224,7 +225,7 @@ def test_option_out_of_range_is_shown_on_its_field(admin_client, openai_model):
     response = admin_client.post(_change("imagemodel", openai_model.pk), _image_model_form(edition_n="11"))
 
     assert response.status_code == 200
-    assert response.context["adminform"].form.errors["edition_n"] == ["n must be between 1 and 10"]
+    assert response.context["adminform"].form.errors["edition_n"] == ["'n' must be between 1 and 10, not 11."]
 
 
 def test_enabling_edition_on_azure_through_the_form_shows_the_model_error(admin_client, azure_model):

@@ -223,7 +223,7 @@ def test_every_problem_of_a_kind_is_reported_at_once(example: dict[str, Any], mo
     lines = import_error(example).splitlines()
 
     assert lines[0].startswith("image_models[0] (image-model-openai): models.include: 'gpt-(1' is not a valid")
-    assert "image_models[1] (image-model-gemini): config.options.generation: n must be between 1 and 10" in lines
+    assert "image_models[1] (image-model-gemini): config.options.generation: n: 'n' must be between 1 and 10, not 11." in lines
     assert any(line.startswith("image_models[1] (image-model-gemini): config.connection.timeout:") for line in lines)
 
 
@@ -282,8 +282,8 @@ def test_every_problem_of_a_kind_is_reported_at_once(example: dict[str, Any], mo
             "routes[0] (route-images): plugins[0].config.decode: unknown key",
         ),
         (
-            lambda d: d["routes"][0]["plugins"][1]["config"].update(retries=3),
-            "routes[0] (route-images): plugins[1].config.retries: unknown key",
+            lambda d: d["routes"][0]["plugins"][1]["config"].update(max_size_upload=3),
+            "routes[0] (route-images): plugins[1].config.max_size_upload: unknown key",
         ),
         (
             lambda d: d["routes"][0]["plugins"].append(d["routes"][0]["plugins"][0]),
@@ -377,7 +377,14 @@ def test_a_plugin_left_out_is_absent_from_the_route() -> None:
         {
             "enabled": False,
             "plugin": GENERATION_PLUGIN,
-            "config": {"refs": ["m1"], "decode": True, "fallback": True},
+            "config": {
+                "refs": ["m1"],
+                "decode": True,
+                "fallback": True,
+                "fallback_named": False,
+                "retries": 1,
+                "deadline": 600000,
+            },
         }
     ]
 

@@ -75,7 +75,7 @@ def test_unknown_option_keys_are_refused_naming_the_key() -> None:
 
 
 def test_style_is_a_generation_option_only() -> None:
-    image_model(generation={"style": "vivid"}).full_clean()
+    image_model(generation={"model": "dall-e-3", "style": "vivid"}).full_clean()
     assert "unknown key 'style'" in errors_of(image_model(edition={"style": "vivid"}))["edition"][0]
 
 
@@ -96,13 +96,13 @@ def test_options_of_the_wrong_type_are_refused(options: dict[str, Any], message:
 
 @pytest.mark.parametrize("n", [0, 11, -1])
 def test_n_outside_1_to_10_is_refused(n: int) -> None:
-    assert "n must be between 1 and 10" in errors_of(image_model(edition={"n": n}))["edition"][0]
+    assert f"n: 'n' must be between 1 and 10, not {n}." in errors_of(image_model(edition={"n": n}))["edition"][0]
     image_model(edition={"n": 1}, generation={"n": 10}).full_clean()
 
 
 def test_output_compression_outside_0_to_100_is_refused() -> None:
     errors = errors_of(image_model(generation={"output_compression": 101}))
-    assert "output_compression must be between 0 and 100" in errors["generation"][0]
+    assert "'output_compression' must be between 0 and 100, not 101." in errors["generation"][0]
 
 
 @pytest.mark.parametrize(
@@ -115,7 +115,8 @@ def test_output_compression_outside_0_to_100_is_refused() -> None:
     ],
 )
 def test_enumerated_options_refuse_unknown_values(key: str, value: str) -> None:
-    assert f"{key} must be one of" in errors_of(image_model(edition={key: value}))["edition"][0]
+    message = errors_of(image_model(edition={key: value}))["edition"][0]
+    assert message.startswith(f"{key}: Invalid value for '{key}': '{value}'. Supported by gpt-image-1: ")
 
 
 def test_options_must_be_an_object() -> None:
