@@ -223,7 +223,9 @@ def test_every_problem_of_a_kind_is_reported_at_once(example: dict[str, Any], mo
     lines = import_error(example).splitlines()
 
     assert lines[0].startswith("image_models[0] (image-model-openai): models.include: 'gpt-(1' is not a valid")
-    assert "image_models[1] (image-model-gemini): config.options.generation: n: 'n' must be between 1 and 10, not 11." in lines
+    assert (
+        "image_models[1] (image-model-gemini): config.options.generation: n: 'n' must be between 1 and 10, not 11."
+    ) in lines
     assert any(line.startswith("image_models[1] (image-model-gemini): config.connection.timeout:") for line in lines)
 
 
