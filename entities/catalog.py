@@ -154,7 +154,10 @@ PROVIDERS: dict[str, Provider] = {
     ]
 }
 
-PROVIDER_CHOICES = [(p.key, p.name) for p in PROVIDERS.values()]
+
+def provider_choices() -> list[tuple[str, str]]:
+    """The catalog as form choices; a callable, so a provider added to PROVIDERS is one at once."""
+    return [(p.key, p.name) for p in PROVIDERS.values()]
 
 
 def provider_can(provider_key: str, operation: Operation, connection_extra: dict[str, object] | None = None) -> bool:

@@ -16,7 +16,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 
 from entities import crypto, vocabulary
-from entities.catalog import PROVIDER_CHOICES, PROVIDERS, Operation
+from entities.catalog import PROVIDERS, Operation, provider_choices
 from entities.plugins import PluginConfig, plugin_config
 
 ENTITY_ID = RegexValidator(r"^[A-Za-z0-9_.:-]+$", "ids may hold letters, digits and _ . : - only")
@@ -144,7 +144,7 @@ class ImageModel(models.Model):
     description = models.TextField(blank=True, default="")
     tags = models.JSONField(default=list, blank=True, validators=[validate_string_list])
     metadata = models.JSONField(default=dict, blank=True, validators=[validate_string_map])
-    provider = models.CharField(max_length=32, choices=PROVIDER_CHOICES)
+    provider = models.CharField(max_length=32, choices=provider_choices)
     base_url = models.URLField(max_length=500, blank=True, default="", help_text="Empty: the provider's default.")
     token = EncryptedTextField(
         blank=True,

@@ -49,14 +49,26 @@ def make_image_model(id: str, provider: str, standin: StandIn, **fields: Any) ->
     return image_model
 
 
-def make_route(id: str, domains: list[str], refs: list[ImageModel], **fields: Any) -> Route:
-    """A route with an edit plugin over `refs`; no retries unless asked, so faults show as they are."""
+def make_route(
+    id: str,
+    domains: list[str],
+    refs: list[ImageModel],
+    *,
+    generation_refs: list[ImageModel] | None = None,
+    **fields: Any,
+) -> Route:
+    """A route with an edit plugin over `refs` (and a generation plugin over `generation_refs`);
+    no retries unless asked, so faults show as they are."""
     fields.setdefault("edit_retries", 0)
-    route = Route(id=id, name=id, domains=domains, edit_plugin_enabled=True, **fields)
+    fields.setdefault("generation_retries", 0)
+    if generation_refs is not None:
+        fields.setdefault("generation_plugin_enabled", True)
+    route = Route(id=id, name=id, domains=domains, edit_plugin_enabled=bool(refs), **fields)
     route.full_clean()
     route.save()
-    for position, image_model in enumerate(refs):
-        RouteRef.objects.create(route=route, plugin=RouteRef.EDIT, image_model=image_model, position=position)
+    for plugin, models in ((RouteRef.EDIT, refs), (RouteRef.GENERATION, generation_refs or [])):
+        for position, image_model in enumerate(models):
+            RouteRef.objects.create(route=route, plugin=plugin, image_model=image_model, position=position)
     return route
 
 
