@@ -23,6 +23,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from entities.models import ImageModel, Route, RouteRef
 from tests.gateway import Gateway
 from tests.standin import image_bytes, mask_bytes
 
@@ -117,3 +118,38 @@ def test_fuzzed_edits_never_get_a_5xx_and_every_error_has_the_envelope(
     assert sum(statuses.values()) >= MAX_EXAMPLES // 2
     assert not any(status >= 500 for status in statuses)
     assert statuses[200] > 0, "no fuzzed request reached the stand-in"
+
+
+def test_fuzzed_generations_never_get_a_5xx_and_every_error_has_the_envelope(
+    gateway: Gateway, settings: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings.MEDIA_ROOT = tmp_path
+    openai = ImageModel.objects.get(id="img-openai")
+    openai.generation = {"enabled": True}
+    openai.save()
+    Route.objects.filter(id=gateway.route.id).update(generation_plugin_enabled=True)
+    RouteRef.objects.create(route=gateway.route, plugin=RouteRef.GENERATION, image_model=openai, position=0)
+    schema = schemathesis.openapi.from_url(gateway.url + "/openapi.json", timeout=10)
+    operation = schema["/v1/images/generations"]["POST"]
+    cases = st.one_of(operation.as_strategy(GenerationMode.POSITIVE), operation.as_strategy(GenerationMode.NEGATIVE))
+    statuses: Counter[int] = Counter()
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+
+    @FUZZING
+    @given(case=cases)
+    def run(case: Any) -> None:
+        response = case.call(base_url=gateway.url, session=session, timeout=30)
+        statuses[response.status_code] += 1
+        case.validate_response(response, checks=checks)
+        if response.status_code >= 300:
+            error = response.json()["error"]
+            assert set(error) == {"message", "type", "param", "code"}, response.text
+            assert isinstance(error["message"], str) and error["message"]
+
+    with requests.Session() as session:
+        run()
+
+    with capsys.disabled():
+        print(f"\nfuzzed {sum(statuses.values())} generations; statuses {dict(statuses)}")
+    assert not any(status >= 500 for status in statuses)
+    assert statuses[200] > 0, "no fuzzed generation reached the stand-in"
