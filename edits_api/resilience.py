@@ -9,7 +9,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.conf import settings
@@ -35,6 +35,7 @@ class Outcome:
     attempts: int = 0
     images: int = 0
     usage: dict[str, Any] | None = None
+    notices: list[str] = field(default_factory=list)  # said to the client in X-Gateway-Notice
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import logging
 import time
 import uuid
 from typing import Any
@@ -23,6 +25,7 @@ from edits_api.errors import GatewayError
 from edits_api.providers import http
 from edits_api.providers.base import Connection, ImageItem, ImageResult
 
+logger = logging.getLogger(__name__)
 _SALT = "gateway-image-url"
 IMAGE_FOLDER = "images/"
 _EXTENSIONS = {
@@ -36,9 +39,15 @@ _TYPES = {extension: content_type for content_type, extension in _EXTENSIONS.ite
 
 
 def store_image(data: bytes, content_type: str) -> str:
-    """Saves the image in the configured storage and returns its storage name."""
-    extension = _EXTENSIONS.get(content_type, "png")
-    return default_storage.save(f"{IMAGE_FOLDER}{uuid.uuid4().hex}.{extension}", ContentFile(data))
+    """Saves the image in the configured storage and returns its storage name; a failed write
+    (disk full, storage down) leaves no partial file behind and raises OSError."""
+    name = f"{IMAGE_FOLDER}{uuid.uuid4().hex}.{_EXTENSIONS.get(content_type, 'png')}"
+    try:
+        return default_storage.save(name, ContentFile(data))
+    except Exception as exc:  # storages raise OSError locally, their own errors remotely (S3)
+        with contextlib.suppress(Exception):
+            default_storage.delete(name)
+        raise OSError(f"the image storage refused the write: {exc}") from exc
 
 
 def signed_url(public_base: str, name: str) -> str:
@@ -98,21 +107,36 @@ def _decode(item: ImageItem, provider_name: str) -> bytes:
         ) from None  # fmt: skip
 
 
+# Said in a header when the images could not be stored and come inline instead of as links.
+STORAGE_NOTICE = "storage_unavailable: the images are inline as b64_json instead of links"
+
+
 def answer(
     result: ImageResult,
     *,
     response_format: str | None,
     public_base: str,
     connection: Connection,
+    notices: list[str],
 ) -> dict[str, Any]:
     """OpenAI's ImagesResponse: created, data (url, b64_json, revised_prompt all present), the
-    provider's top-level background/output_format/quality/size when it answered them, and usage."""
+    provider's top-level background/output_format/quality/size when it answered them, and usage.
+
+    The provider was paid by now, so an image storage that fails does not lose the images: they are
+    answered inline, and `notices` says so."""
     data = []
     for item in result.items:
         url, b64 = item.url, item.b64_json
         if response_format == "url" and b64 is not None:
-            name = store_image(_decode(item, connection.provider_name), item.content_type or "image/png")
-            url, b64 = signed_url(public_base, name), None
+            image = _decode(item, connection.provider_name)
+            try:
+                name = store_image(image, item.content_type or "image/png")
+            except OSError as exc:
+                logger.error("answering images inline: %s", exc)
+                if STORAGE_NOTICE not in notices:
+                    notices.append(STORAGE_NOTICE)
+            else:
+                url, b64 = signed_url(public_base, name), None
         elif response_format == "b64_json" and b64 is None and url:
             fetched, _content_type = http.fetch_image(connection, url)
             b64, url = base64.b64encode(fetched).decode(), None

@@ -135,7 +135,10 @@ def _serve(*, route: RouteInfo, request: ImagesRequest, public_base: str, starte
         connect=connection_for,
         call=adapter_call,
     )
-    body = results.answer(result, response_format=response_format, public_base=public_base, connection=connection)
+    body = results.answer(
+        result, response_format=response_format, public_base=public_base, connection=connection,
+        notices=outcome.notices,
+    )  # fmt: skip
     outcome.images = len(body["data"])
     outcome.usage = body.get("usage")
     logger.info(

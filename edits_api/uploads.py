@@ -6,6 +6,8 @@ and a chunked or lying body is counted while it streams and cut off at the limit
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +19,8 @@ from django.http import HttpRequest
 from django.http.multipartparser import MultiPartParser, MultiPartParserError
 
 from edits_api.errors import GatewayError
+
+logger = logging.getLogger(__name__)
 
 
 def too_large(limit: int) -> GatewayError:
@@ -114,6 +118,17 @@ def multipart_upload(request: HttpRequest, *, limit: int) -> Iterator[Upload]:
     except (MultiPartParserError, ValueError, UnicodeDecodeError) as exc:
         parser._close_files()  # type: ignore[attr-defined]
         raise GatewayError(400, f"The multipart body is malformed: {exc}", code="invalid_request_body") from None
+    except OSError as exc:  # the spool folder is full or not writable
+        parser._close_files()  # type: ignore[attr-defined]
+        _close_partial_files(request)
+        logger.error("upload not spooled: %s", exc)
+        raise GatewayError(
+            503,
+            "The gateway cannot store this upload right now; retry shortly.",
+            type="server_error",
+            code="storage_unavailable",
+            headers={"Retry-After": "30"},
+        ) from None
     upload = Upload(
         fields={key: data.getlist(key) for key in data},
         files={key: files.getlist(key) for key in files},
@@ -125,6 +140,15 @@ def multipart_upload(request: HttpRequest, *, limit: int) -> Iterator[Upload]:
         for file_list in upload.files.values():
             for file in file_list:
                 file.close()
+
+
+def _close_partial_files(request: HttpRequest) -> None:
+    """The file being written when the disk filled up: closing a spooled temporary file deletes it."""
+    for handler in request.upload_handlers:
+        partial = getattr(handler, "file", None)
+        if partial is not None:
+            with contextlib.suppress(OSError):
+                partial.close()
 
 
 def _check_text(fields: dict[str, list[str]], encoding: str) -> None:

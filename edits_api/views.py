@@ -90,6 +90,8 @@ class ImagesEndpoint(APIView):
         if self.outcome.image_model is not None:
             headers["X-Gateway-Image-Model"] = self.outcome.image_model.id
             headers["X-Gateway-Attempts"] = str(self.outcome.attempts)
+        if self.outcome.notices:
+            headers["X-Gateway-Notice"] = "; ".join(self.outcome.notices)
         return headers
 
     def _serve(
