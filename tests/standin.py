@@ -1,10 +1,24 @@
 """A stand-in image provider for tests and benchmarks: a real HTTP server on 127.0.0.1 that speaks
-OpenAI's images protocol and Gemini's generateContent, records every request it receives and
-fails on demand.
+each provider's own protocol, records every request it receives and fails on demand.
+
+Protocols, chosen by the path (use `standin.base_url_for(provider)` or `standin.connection(...)`):
+
+    /v1/...                              OpenAI and Cloud Temple: images/edits (multipart),
+                                         images/generations (JSON), GET models
+    /openai/deployments/{d}/images/...   Azure OpenAI (api-key, ?api-version=; edits from
+    /openai/v1/images/...                2025-04-01-preview on), GET /openai/models, /openai/v1/models
+    /v1beta/models/{m}:generateContent   Gemini (x-goog-api-key, usageMetadata with modality split),
+                                         GET /v1beta/models
+    /xai/v1/images/generations           xAI (aspect_ratio, resolution, response_format; refuses
+                                         size/style), GET /xai/v1/image-generation-models
+    /luma/dream-machine/v1/generations/  Luma: create (state queued), then each GET moves it on:
+                                         dreaming ... completed (assets.image) or failed;
+                                         GET .../credits
+    /hive/api/v3/{vendor}/{model}        Hive v3 (`input`: prompt, num_images, image_size)
 
     def test_x(standin):                    # fixture: a fresh server per test
         standin.fail_next("503")            # or fail_always("slow", seconds=1); reset()
-        conn = standin.connection("gemini")  # a Connection to it (or standin.openai_url/gemini_url)
+        conn = standin.connection("gemini")  # a Connection to it for a catalog provider
         ...
         standin.last.fields / .files / .json / .inline_images; standin.received (all)
 """
@@ -29,7 +43,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 from PIL import Image
@@ -41,15 +55,22 @@ from entities.catalog import PROVIDERS
 # Fault modes; "slow" and "trickle" take `seconds`, and "503"/"429" use it as their Retry-After.
 MODES = frozenset(
     {
-        "500",  # server_error / INTERNAL
+        "500",  # server_error / INTERNAL, in the protocol's own error shape
         "503",  # overloaded, with Retry-After (Gemini: UNAVAILABLE)
         "429",  # rate limited: OpenAI with Retry-After, Gemini with RetryInfo.retryDelay
-        "400",  # OpenAI "Invalid value for size" / Gemini API_KEY_INVALID
+        "400",  # OpenAI "Invalid value for size" / Gemini API_KEY_INVALID / others' bad request
         "401",  # a rejected key, echoed back in the message as careless upstreams do
-        "moderation",  # OpenAI 400 moderation_blocked / Gemini 200 promptFeedback.blockReason=SAFETY
+        # Each protocol's safety refusal: OpenAI 400 moderation_blocked, Azure 400 contentFilter,
+        # Gemini 200 promptFeedback.blockReason=SAFETY, xAI 200 block_reason, Luma a failed
+        # generation ("moderation failed"), Hive 400 "flagged by moderation".
+        "moderation",
         "gemini_output_blocked",  # Gemini 200, candidate finishReason=IMAGE_SAFETY and no content
         "gemini_no_image",  # Gemini 200 with text only (OpenAI: an empty `data` list)
         "gemini_snake_case",  # a normal Gemini answer spelled inline_data/mime_type, as some proxies do
+        "gemini_no_usage",  # a normal Gemini answer without usageMetadata
+        "gemini_usage_without_details",  # usageMetadata without the modality split
+        "openai_usage_without_details",  # an OpenAI-wire answer whose usage lacks input_tokens_details
+        "luma_failed",  # the Luma generation is created, then fails (not a moderation failure)
         "shapeless",  # 200 JSON without data/candidates
         "garbage",  # 200 HTML
         "hang",  # never answers (until the client gives up or the stand-in stops)
@@ -58,9 +79,34 @@ MODES = frozenset(
         "trickle",  # answers normally, the body spread over `seconds`
     }
 )
+# Modes that still answer normally, only differently.
+_NORMAL_VARIANTS = frozenset(
+    {
+        "slow",
+        "trickle",
+        "gemini_snake_case",
+        "gemini_no_usage",
+        "gemini_usage_without_details",
+        "openai_usage_without_details",
+    }
+)
 
 _GEMINI_PATH = re.compile(r"/models/(?P<model>[^/:]+):generateContent$")
+_LUMA_GENERATION = re.compile(r"/dream-machine/v1/generations/(?P<id>[^/]+)$")
+_HIVE_MODEL = re.compile(r"^/hive/api/v3/(?P<model>.+)$")
 _OPENAI_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
+AZURE_EDIT_SINCE = "2025-04-01-preview"
+XAI_ASPECT_RATIOS = frozenset(
+    {"1:1", "3:4", "4:3", "9:16", "16:9", "2:3", "3:2", "9:19.5", "19.5:9", "9:20", "20:9", "1:2", "2:1", "21:9",
+     "5:2", "auto"}
+)  # fmt: skip
+LUMA_ASPECT_RATIOS = frozenset({"1:1", "16:9", "9:16", "4:3", "3:4", "21:9", "9:21"})
+# Gemini token counts the stand-in reports: per prompt, per input image, per output image.
+GEMINI_PROMPT_TOKENS = 12
+GEMINI_INPUT_IMAGE_TOKENS = 258
+GEMINI_OUTPUT_IMAGE_TOKENS = 1290
+GEMINI_OUTPUT_TEXT_TOKENS = 6
+GEMINI_THOUGHT_TOKENS = 40  # gemini-3 models think first
 
 
 def image_bytes(
@@ -151,6 +197,39 @@ class Recorded:
         return int(value) if value is not None else None
 
 
+@dataclass
+class LumaGeneration:
+    """A Luma generation as the stand-in keeps it between polls."""
+
+    id: str
+    request: dict[str, Any]
+    fails_with: str | None  # the failure_reason it will end with, or None to complete
+    polls: int = 0
+    state: str = "queued"
+    image_url: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "generation_type": "image",
+            "state": self.state,
+            "failure_reason": self.fails_with if self.state == "failed" else None,
+            "created_at": "2026-11-29T10:00:00.000000Z",
+            "model": self.request.get("model"),
+            "assets": {"image": self.image_url} if self.image_url else None,
+            "request": self.request,
+        }
+
+
+@dataclass(frozen=True)
+class Route:
+    """What a request is, by its path: which protocol, and which of its calls."""
+
+    protocol: str  # openai, azure, gemini, xai, luma, hive
+    call: str  # edit, generate, list, create, poll, credits
+    param: str = ""  # the Gemini/Hive model or the Luma generation id
+
+
 class StandIn:
     """The server. Use as a context manager, or through the `standin` fixture."""
 
@@ -163,10 +242,17 @@ class StandIn:
         self._queued: list[tuple[str, float]] = []
         self._always: tuple[str, float] | None = None
         self._release = threading.Event()
-        self._files: dict[str, bytes] = {}
+        self._files: dict[str, tuple[bytes, str]] = {}
+        self._luma: dict[str, LumaGeneration] = {}
+        # How many polls a Luma generation takes to finish (0: it never does).
+        self.luma_polls_until_done = 1
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self.openai_url = f"{self.url}/v1"
         self.gemini_url = f"{self.url}/v1beta"
+        self.azure_url = f"{self.url}/openai"
+        self.xai_url = f"{self.url}/xai/v1"
+        self.luma_url = f"{self.url}/luma"
+        self.hive_url = f"{self.url}/hive/api/v3"
 
     def __enter__(self) -> StandIn:
         self._thread.start()
@@ -210,17 +296,33 @@ class StandIn:
             self._release.set()
             self._release = threading.Event()
 
+    def base_url_for(self, provider: str) -> str:
+        """The base URL an entity of this catalog provider uses to reach the stand-in."""
+        return {
+            "gemini": self.gemini_url,
+            "azure-openai": self.azure_url,
+            "x-ai": self.xai_url,
+            "luma": self.luma_url,
+            "hive": self.hive_url,
+        }.get(provider, self.openai_url)
+
     def connection(
-        self, provider: str = "openai", *, token: str = "sk-standin-0000", timeout_s: float = 10.0
+        self,
+        provider: str = "openai",
+        *,
+        token: str = "sk-standin-0000",
+        timeout_s: float = 10.0,
+        **extra: str,
     ) -> Connection:
-        """A Connection to this stand-in for a catalog provider (Gemini's base ends in /v1beta)."""
+        """A Connection to this stand-in for a catalog provider; `extra` overrides the demo values
+        (e.g. api_version="v1" for Azure)."""
         return Connection(
             provider=provider,
             provider_name=PROVIDERS[provider].name,
-            base_url=self.gemini_url if provider == "gemini" else self.openai_url,
+            base_url=self.base_url_for(provider),
             token=token,
             timeout_s=timeout_s,
-            extra=dict(PROVIDERS[provider].demo_connection),
+            extra={**dict(PROVIDERS[provider].demo_connection), **extra},
         )
 
     # -- the server side ------------------------------------------------------------------------
@@ -239,15 +341,15 @@ class StandIn:
         recorded = _parse(handler, url.path, parse_qs(url.query), body, chunked)
         self._record(recorded)
         if handler.command == "GET" and url.path.startswith("/files/"):
-            content = self._files.get(url.path.removeprefix("/files/"))
-            if content is None:
+            stored = self._files.get(url.path.removeprefix("/files/"))
+            if stored is None:
                 handler.reply(404, b"not found", "text/plain")
             else:
-                handler.reply(200, content, "image/png")
+                handler.reply(200, stored[0], stored[1])
             return
-        gemini = _GEMINI_PATH.search(url.path)
-        protocol = "gemini" if gemini else "openai"
-        if handler.command != "POST" or not (gemini or url.path.endswith(("/images/edits", "/images/generations"))):
+        route = _route(handler.command, url.path, recorded.query)
+        if route is None:
+            protocol = _protocol(url.path, recorded.query)
             handler.reply_json(404, _error(protocol, 404, f"No route for {handler.command} {url.path}", "not_found"))
             return
         fault = self._take_fault()
@@ -261,23 +363,38 @@ class StandIn:
             return
         if mode == "slow":
             time.sleep(seconds)
-        if mode and mode not in ("slow", "trickle", "gemini_snake_case"):
-            handler.reply_fault(protocol, mode, recorded, seconds)
+        luma_outcome = route.protocol == "luma" and route.call == "create" and mode in ("moderation", "luma_failed")
+        if mode and mode not in _NORMAL_VARIANTS and not luma_outcome:
+            handler.reply_fault(route.protocol, mode, recorded, seconds)
             return
-        if gemini:
-            status, answer = self._gemini_answer(recorded, gemini["model"], snake_case=mode == "gemini_snake_case")
-        else:
-            status, answer = self._openai_answer(recorded, edit=url.path.endswith("/images/edits"))
+        status, answer = self._answer(route, recorded, mode)
         handler.reply_json(status, answer, spread_over=seconds if mode == "trickle" else 0.0)
 
-    def _openai_answer(self, recorded: Recorded, *, edit: bool) -> tuple[int, dict[str, Any]]:
-        """What OpenAI answers, including its 400s for the mistakes an adapter could make."""
-        auth = recorded.headers.get("authorization", "")
-        azure = "/deployments/" in recorded.path or "api-version" in recorded.query
-        if azure and not recorded.headers.get("api-key"):
-            return 401, _error("openai", 401, "Access denied due to missing subscription key.", None)
-        if not azure and (not auth.startswith("Bearer ") or len(auth) <= len("Bearer ")):
-            return 401, _error("openai", 401, "You didn't provide an API key.", None)
+    def _answer(self, route: Route, recorded: Recorded, mode: str) -> tuple[int, dict[str, Any]]:
+        denied = _check_auth(route.protocol, recorded)
+        if denied is not None:
+            return denied
+        if route.call == "list":
+            return 200, _model_list(route.protocol)
+        if route.protocol == "gemini":
+            return self._gemini_answer(recorded, route.param, mode)
+        if route.protocol == "xai":
+            return self._xai_answer(recorded)
+        if route.protocol == "luma":
+            return self._luma_answer(route, recorded, mode)
+        if route.protocol == "hive":
+            return self._hive_answer(recorded, route.param)
+        return self._openai_answer(recorded, edit=route.call == "edit", azure=route.protocol == "azure", mode=mode)
+
+    def _openai_answer(
+        self, recorded: Recorded, *, edit: bool, azure: bool, mode: str = ""
+    ) -> tuple[int, dict[str, Any]]:
+        """What OpenAI (or Azure OpenAI) answers, including its 400s for the mistakes an adapter
+        could make."""
+        if azure:
+            refused = _azure_refusal(recorded, edit=edit)
+            if refused is not None:
+                return refused
         if edit:
             if not recorded.headers.get("content-type", "").startswith("multipart/form-data"):
                 return 400, _error("openai", 400, "Invalid Content-Type header, expected multipart/form-data.", None)
@@ -286,15 +403,17 @@ class StandIn:
             params = recorded.json
         else:
             return 400, _error("openai", 400, "We could not parse the JSON body of your request.", None)
-        model = str(params.get("model") or "gpt-image-1.5")
+        deployment = _azure_deployment(recorded.path) if azure else None
+        model = str(deployment or params.get("model") or "gpt-image-1.5")
         if not params.get("prompt"):
             return 400, _error(
                 "openai", 400, "Missing required parameter: 'prompt'.", "missing_required_parameter", "prompt"
             )
-        if "response_format" in params and not model.startswith("dall-e"):
-            return 400, _error(
-                "openai", 400, "Unknown parameter: 'response_format'.", "unknown_parameter", "response_format"
-            )
+        gpt_image = not model.startswith("dall-e")
+        for name in ("response_format", "style") if gpt_image else ("background", "output_format", "moderation"):
+            if name in params:
+                message = f"Unknown parameter: '{name}'."
+                return 400, _error("openai", 400, message, "unknown_parameter", name)
         if edit:
             images = [part for part in recorded.files if part.name in ("image", "image[]")]
             if not images:
@@ -318,31 +437,40 @@ class StandIn:
         n = int(params.get("n") or 1)
         output_format = str(params.get("output_format") or "png")
         answer: dict[str, Any] = {"created": int(time.time())}
-        if model.startswith("dall-e") and (params.get("response_format") or "url") == "url":
-            answer["data"] = [{"url": self._store(_PNG)} for _ in range(n)]
+        if not gpt_image and (params.get("response_format") or "url") == "url":
+            answer["data"] = [{"url": self._store(_PNG, "image/png")} for _ in range(n)]
+        else:
+            encoded = base64.b64encode(_IMAGES.get(output_format, _PNG)).decode()
+            answer["data"] = [{"b64_json": encoded} for _ in range(n)]
+        if model.startswith("dall-e-3"):
+            for item in answer["data"]:
+                item["revised_prompt"] = f"A detailed rendering of: {params['prompt']}"
+        if azure:  # Azure adds its content filter's verdicts to every answer
+            answer["prompt_filter_results"] = [{"prompt_index": 0, "content_filter_results": {}}]
+            for item in answer["data"]:
+                item["content_filter_results"] = {"sexual": {"filtered": False, "severity": "safe"}}
+        if not gpt_image:
             return 200, answer
-        encoded = base64.b64encode(_IMAGES.get(output_format, _PNG)).decode()
-        answer["data"] = [{"b64_json": encoded} for _ in range(n)]
-        if not model.startswith("dall-e"):
-            answer.update(
-                background=params.get("background") or "opaque",
-                output_format=output_format,
-                size=params.get("size") or "1024x1024",
-                quality=params.get("quality") or "medium",
-                usage={
-                    "input_tokens": 50,
-                    "input_tokens_details": {"image_tokens": 40, "text_tokens": 10},
-                    "output_tokens": 50 * n,
-                    "total_tokens": 50 + 50 * n,
-                },
-            )
+        image_inputs = len(recorded.files) - (1 if any(part.name == "mask" for part in recorded.files) else 0)
+        answer.update(
+            background=params.get("background") or "opaque",
+            output_format=output_format,
+            size=params.get("size") or "1024x1024",
+            quality=params.get("quality") or "medium",
+            usage={
+                "input_tokens": 10 + 40 * image_inputs,
+                "input_tokens_details": {"image_tokens": 40 * image_inputs, "text_tokens": 10},
+                "output_tokens": 50 * n,
+                "output_tokens_details": {"image_tokens": 50 * n, "text_tokens": 0},
+                "total_tokens": 10 + 40 * image_inputs + 50 * n,
+            },
+        )
+        if mode == "openai_usage_without_details":  # as some OpenAI-compatible servers answer
+            answer["usage"] = {"input_tokens": 10, "output_tokens": 50 * n, "total_tokens": 10 + 50 * n}
         return 200, answer
 
-    def _gemini_answer(self, recorded: Recorded, model: str, *, snake_case: bool) -> tuple[int, dict[str, Any]]:
+    def _gemini_answer(self, recorded: Recorded, model: str, mode: str) -> tuple[int, dict[str, Any]]:
         """What generateContent answers; gemini-3 models also emit "thought" parts first."""
-        if not recorded.headers.get("x-goog-api-key"):
-            message = "Method doesn't allow unregistered callers. Please use API Key or other form of identity."
-            return 403, _error("gemini", 403, message, "PERMISSION_DENIED")
         contents = recorded.json.get("contents") if isinstance(recorded.json, dict) else None
         if not isinstance(contents, list) or not contents:
             return 400, _error(
@@ -352,8 +480,9 @@ class StandIn:
                 "INVALID_ARGUMENT",
             )
         png = base64.b64encode(_PNG).decode()
+        thinking = model.startswith("gemini-3")
         parts: list[dict[str, Any]] = []
-        if model.startswith("gemini-3"):
+        if thinking:
             parts += [
                 {"text": "**Planning the edit**", "thought": True},
                 {"inlineData": {"mimeType": "image/png", "data": png}, "thought": True},
@@ -362,18 +491,230 @@ class StandIn:
             {"text": "Here is the edited image."},
             {"inlineData": {"mimeType": "image/png", "data": png}},
         ]
+        image_tokens = GEMINI_INPUT_IMAGE_TOKENS * len(recorded.inline_images)
+        prompt_details = [{"modality": "TEXT", "tokenCount": GEMINI_PROMPT_TOKENS}]
+        if image_tokens:
+            prompt_details.append({"modality": "IMAGE", "tokenCount": image_tokens})
+        candidates = GEMINI_OUTPUT_IMAGE_TOKENS + GEMINI_OUTPUT_TEXT_TOKENS
+        thoughts = GEMINI_THOUGHT_TOKENS if thinking else 0
+        usage: dict[str, Any] = {
+            "promptTokenCount": GEMINI_PROMPT_TOKENS + image_tokens,
+            "candidatesTokenCount": candidates,
+            "totalTokenCount": GEMINI_PROMPT_TOKENS + image_tokens + candidates + thoughts,
+            "promptTokensDetails": prompt_details,
+            "candidatesTokensDetails": [
+                {"modality": "IMAGE", "tokenCount": GEMINI_OUTPUT_IMAGE_TOKENS},
+                {"modality": "TEXT", "tokenCount": GEMINI_OUTPUT_TEXT_TOKENS},
+            ],
+        }
+        if thoughts:
+            usage["thoughtsTokenCount"] = thoughts
+        if mode == "gemini_usage_without_details":
+            del usage["promptTokensDetails"], usage["candidatesTokensDetails"]
         answer: dict[str, Any] = {
             "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}],
-            "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": 1290, "totalTokenCount": 1302},
+            "usageMetadata": usage,
             "modelVersion": model,
             "responseId": uuid.uuid4().hex,
         }
-        return 200, _snake(answer) if snake_case else answer
+        if mode == "gemini_no_usage":
+            del answer["usageMetadata"]
+        return 200, _snake(answer) if mode == "gemini_snake_case" else answer
 
-    def _store(self, content: bytes) -> str:
-        name = f"{uuid.uuid4().hex}.png"
-        self._files[name] = content
+    def _xai_answer(self, recorded: Recorded) -> tuple[int, dict[str, Any]]:
+        """xAI's GenerateImageRequest -> GeneratedImageResponse (xai-sdk-ts spec/openapi.json)."""
+        params = recorded.json if isinstance(recorded.json, dict) else None
+        if params is None or not params.get("prompt"):
+            return 422, _error("xai", 422, "Failed to deserialize the JSON body: missing field `prompt`", None)
+        for name in ("size", "style"):  # "(Not supported)" in xAI's API
+            if name in params:
+                return 400, _error("xai", 400, f"Argument not supported: {name}", None)
+        checks = (
+            ("aspect_ratio", XAI_ASPECT_RATIOS),
+            ("resolution", {"1k", "1.5k", "2k"}),
+            ("response_format", {"url", "b64_json"}),
+            ("quality", {"low", "medium", "high"}),
+        )
+        for name, allowed in checks:
+            if name in params and params[name] not in allowed:
+                return 400, _error("xai", 400, f"Invalid value for {name}: {params[name]!r}", None)
+        n = int(params.get("n") or 1)
+        if not 1 <= n <= 10:
+            return 400, _error("xai", 400, "n must be between 1 and 10", None)
+        jpeg = _IMAGES["jpeg"]
+        revised = f"A vivid illustration of {params['prompt']}" if str(params.get("model")).startswith("grok-2") else ""
+        data = []
+        for _ in range(n):
+            item: dict[str, Any] = {"mime_type": "image/jpeg", "revised_prompt": revised}
+            if params.get("response_format", "url") == "b64_json":
+                item.update(b64_json=base64.b64encode(jpeg).decode(), url=None)
+            else:
+                item.update(url=self._store(jpeg, "image/jpeg"), b64_json=None)
+            data.append(item)
+        return 200, {"data": data, "usage": {"cost_in_usd_ticks": 200_000_000 * n}}
+
+    def _luma_answer(self, route: Route, recorded: Recorded, mode: str) -> tuple[int, dict[str, Any]]:
+        """Luma's create-then-poll (lumaai-python types/generation.py)."""
+        if route.call == "credits":
+            return 200, {"credit_balance": 1000.0}
+        if route.call == "poll":
+            with self._lock:
+                generation = self._luma.get(route.param)
+                if generation is None:
+                    return 404, _error("luma", 404, "Generation not found", None)
+                self._advance(generation)
+                return 200, generation.as_json()
+        params = recorded.json if isinstance(recorded.json, dict) else None
+        if params is None or not params.get("prompt"):
+            return 400, _error("luma", 400, "prompt is required", None)
+        if params.get("model") not in ("photon-1", "photon-flash-1"):
+            return 400, _error("luma", 400, f"Invalid model: {params.get('model')!r}", None)
+        if "aspect_ratio" in params and params["aspect_ratio"] not in LUMA_ASPECT_RATIOS:
+            return 400, _error("luma", 400, f"Invalid aspect_ratio: {params['aspect_ratio']!r}", None)
+        if params.get("format", "jpg") not in ("jpg", "png"):
+            return 400, _error("luma", 400, f"Invalid format: {params['format']!r}", None)
+        fails_with = {
+            "moderation": "400: prompt not allowed because advanced moderation failed",
+            "luma_failed": "Generation failed: internal error",
+        }.get(mode)
+        generation = LumaGeneration(id=str(uuid.uuid4()), request=params, fails_with=fails_with)
+        with self._lock:
+            self._luma[generation.id] = generation
+        return 201, generation.as_json()
+
+    def _advance(self, generation: LumaGeneration) -> None:
+        """One poll: queued -> dreaming -> ... -> completed (or failed)."""
+        if generation.state in ("completed", "failed"):
+            return
+        generation.polls += 1
+        done = self.luma_polls_until_done and generation.polls >= self.luma_polls_until_done
+        if not done:
+            generation.state = "dreaming"
+        elif generation.fails_with:
+            generation.state = "failed"
+        else:
+            generation.state = "completed"
+            png = generation.request.get("format") == "png"
+            content, kind = (_PNG, "image/png") if png else (_IMAGES["jpeg"], "image/jpeg")
+            generation.image_url = self._store(content, kind)
+
+    def _hive_answer(self, recorded: Recorded, model: str) -> tuple[int, dict[str, Any]]:
+        """Hive v3: {"input": {...}} -> {"output": [{"url"}, ...]}."""
+        document = recorded.json if isinstance(recorded.json, dict) else {}
+        fields = document.get("input")
+        if not isinstance(fields, dict) or not fields.get("prompt"):
+            return 400, _error("hive", 400, "input.prompt is required", None)
+        n = fields.get("num_images", 1)
+        if not isinstance(n, int) or not 1 <= n <= 6:
+            return 400, _error("hive", 400, "num_images must be between 1 and 6", None)
+        size = fields.get("image_size")
+        if size is not None and not (
+            isinstance(size, dict) and all(isinstance(size.get(side), int) for side in ("width", "height"))
+        ):
+            return 400, _error("hive", 400, "image_size must be {width, height}", None)
+        output_format = fields.get("output_format", "jpeg")
+        if output_format not in ("jpeg", "png"):
+            return 400, _error("hive", 400, f"Invalid output_format: {output_format!r}", None)
+        content, kind = (_PNG, "image/png") if output_format == "png" else (_IMAGES["jpeg"], "image/jpeg")
+        output = [{"url": self._store(content, kind)} for _ in range(n)]
+        return 200, {"id": str(uuid.uuid4()), "model": model, "input": fields, "output": output}
+
+    def _store(self, content: bytes, content_type: str) -> str:
+        name = f"{uuid.uuid4().hex}.{content_type.split('/')[1]}"
+        self._files[name] = (content, content_type)
         return f"{self.url}/files/{name}"
+
+
+def _protocol(path: str, query: dict[str, list[str]]) -> str:
+    if path.startswith("/xai/"):
+        return "xai"
+    if "/dream-machine/v1/" in path:
+        return "luma"
+    if path.startswith("/hive/"):
+        return "hive"
+    if path.startswith("/openai/") or "/deployments/" in path or "api-version" in query:
+        return "azure"
+    if path.startswith("/v1beta/") or _GEMINI_PATH.search(path):
+        return "gemini"
+    return "openai"
+
+
+def _route(method: str, path: str, query: dict[str, list[str]]) -> Route | None:
+    """Which call of which protocol this is; None for a path no provider serves."""
+    protocol = _protocol(path, query)
+    if protocol == "luma":
+        if method == "POST" and path.endswith("/generations/image"):
+            return Route("luma", "create")
+        if method == "GET" and path.endswith("/dream-machine/v1/credits"):
+            return Route("luma", "credits")
+        poll = _LUMA_GENERATION.search(path)
+        return Route("luma", "poll", unquote(poll["id"])) if method == "GET" and poll else None
+    if protocol == "hive":
+        model = _HIVE_MODEL.match(path)
+        return Route("hive", "generate", unquote(model["model"])) if method == "POST" and model else None
+    if protocol == "gemini":
+        gemini = _GEMINI_PATH.search(path)
+        if method == "POST" and gemini:
+            return Route("gemini", "generate", gemini["model"])
+        return Route("gemini", "list") if method == "GET" and path.endswith("/models") else None
+    if method == "GET":
+        listing = path.endswith("/image-generation-models") if protocol == "xai" else path.endswith("/models")
+        return Route(protocol, "list") if listing else None
+    if method == "POST" and path.endswith("/images/edits") and protocol != "xai":
+        return Route(protocol, "edit")
+    if method == "POST" and path.endswith("/images/generations"):
+        return Route(protocol, "generate")
+    return None
+
+
+def _check_auth(protocol: str, recorded: Recorded) -> tuple[int, dict[str, Any]] | None:
+    """Each provider's answer to a call without its credential."""
+    headers = recorded.headers
+    if protocol == "gemini":
+        if not headers.get("x-goog-api-key"):
+            message = "Method doesn't allow unregistered callers. Please use API Key or other form of identity."
+            return 403, _error("gemini", 403, message, "PERMISSION_DENIED")
+        return None
+    if protocol == "azure":
+        if not headers.get("api-key"):
+            return 401, _error("azure", 401, "Access denied due to missing subscription key.", "401")
+        return None
+    auth = headers.get("authorization", "")
+    if not auth.startswith("Bearer ") or len(auth) <= len("Bearer "):
+        return 401, _error(protocol, 401, "You didn't provide an API key.", None)
+    return None
+
+
+def _azure_deployment(path: str) -> str | None:
+    match = re.search(r"/deployments/([^/]+)/", path)
+    return unquote(match[1]) if match else None
+
+
+def _azure_refusal(recorded: Recorded, *, edit: bool) -> tuple[int, dict[str, Any]] | None:
+    """Azure's own 4xx for a wrong URL: a missing api-version, edits on an old one, v1 without model."""
+    version = (recorded.query.get("api-version") or [""])[0]
+    if "/deployments/" in recorded.path:
+        if not version:
+            message = "Missing required query parameter: api-version"
+            return 400, _error("azure", 400, message, "MissingApiVersionParameter")
+        if edit and not (version[:4].isdigit() and version[:10] >= AZURE_EDIT_SINCE[:10]):
+            return 404, _error("azure", 404, "Resource not found", "404")
+        return None
+    if not recorded.path.startswith("/openai/v1/"):
+        return 404, _error("azure", 404, "Resource not found", "404")
+    params = recorded.fields if edit else (recorded.json if isinstance(recorded.json, dict) else {})
+    if not params.get("model"):
+        return 400, _error("azure", 400, "The v1 API needs the deployment name in `model`.", "BadRequest", "model")
+    return None
+
+
+def _model_list(protocol: str) -> dict[str, Any]:
+    if protocol == "gemini":
+        models = ["gemini-3.1-flash-image", "gemini-3-pro-image"]
+        return {"models": [{"name": f"models/{m}", "supportedGenerationMethods": ["generateContent"]} for m in models]}
+    if protocol == "xai":
+        return {"models": [{"id": "grok-imagine-image", "object": "model", "owned_by": "xai", "aliases": []}]}
+    return {"object": "list", "data": [{"id": "gpt-image-1", "object": "model", "owned_by": "openai"}]}
 
 
 class _Server(ThreadingHTTPServer):
@@ -445,7 +786,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
 
     def reply_fault(self, protocol: str, mode: str, recorded: Recorded, seconds: float = 0.0) -> None:
-        """For 503 and 429, `seconds` (when set) is the Retry-After the answer carries."""
+        """A fault in the protocol's own shape. For 503 and 429, `seconds` (when set) is the
+        Retry-After the answer carries."""
         gemini = protocol == "gemini"
         if mode == "500":
             self.reply_json(
@@ -477,18 +819,14 @@ class _Handler(BaseHTTPRequestHandler):
         elif mode == "400":
             self.reply_json(400, _error(protocol, 400, "Invalid value for size", "invalid_value", "size"))
         elif mode == "401":
-            key = recorded.headers.get("x-goog-api-key") or recorded.headers.get("authorization", "").removeprefix(
-                "Bearer "
+            key = (
+                recorded.headers.get("x-goog-api-key")
+                or recorded.headers.get("api-key")
+                or recorded.headers.get("authorization", "").removeprefix("Bearer ")
             )
             self.reply_json(401, _error(protocol, 401, f"Incorrect API key provided: {key}.", "invalid_api_key"))
-        elif mode == "moderation" and gemini:
-            self.reply_json(200, {"promptFeedback": {"blockReason": "SAFETY", "safetyRatings": []}})
         elif mode == "moderation":
-            message = "Your request was rejected by the safety system. If you believe this is an error, contact us."
-            error = _error(protocol, 400, message, "moderation_blocked")
-            error["error"]["type"] = "image_generation_user_error"
-            error["error"]["moderation_details"] = {"moderation_stage": "input", "categories": ["violence"]}
-            self.reply_json(400, error)
+            self.reply_moderation(protocol)
         elif mode == "gemini_output_blocked":
             self.reply_json(200, {"candidates": [{"finishReason": "IMAGE_SAFETY", "index": 0}]})
         elif mode == "gemini_no_image" and gemini:
@@ -502,6 +840,26 @@ class _Handler(BaseHTTPRequestHandler):
             self.reply_json(200, {"object": "list", "model": "x"})
         elif mode == "garbage":
             self.reply(200, b"<html><body>upstream proxy error</body></html>", "text/html")
+        else:  # luma_failed on a call other than a Luma create: nothing to fail
+            self.reply_json(500, _error(protocol, 500, f"mode {mode} does not apply here", None))
+
+    def reply_moderation(self, protocol: str) -> None:
+        """Each provider's safety refusal (Luma's comes as a failed generation, see _luma_answer)."""
+        if protocol == "gemini":
+            self.reply_json(200, {"promptFeedback": {"blockReason": "SAFETY", "safetyRatings": []}})
+        elif protocol == "azure":  # MicrosoftDocs azure-ai-docs, how-to/dall-e.md
+            message = "Your task failed as a result of our safety system."
+            self.reply_json(400, _error("azure", 400, message, "contentFilter", "prompt"))
+        elif protocol == "xai":  # GeneratedImageResponse with block_reason (input moderation)
+            self.reply_json(200, {"data": [], "block_reason": "The prompt was flagged by input moderation."})
+        elif protocol == "hive":
+            self.reply_json(400, _error("hive", 400, "Prompt was flagged by Hive's text moderation.", None))
+        else:
+            message = "Your request was rejected by the safety system. If you believe this is an error, contact us."
+            error = _error(protocol, 400, message, "moderation_blocked")
+            error["error"]["type"] = "image_generation_user_error"
+            error["error"]["moderation_details"] = {"moderation_stage": "input", "categories": ["violence"]}
+            self.reply_json(400, error)
 
 
 def _check_mode(mode: str) -> None:
@@ -510,9 +868,21 @@ def _check_mode(mode: str) -> None:
 
 
 def _error(protocol: str, status: int, message: str, code: str | None, param: str | None = None) -> dict[str, Any]:
-    """An error body in the protocol's own shape (`code` is Gemini's `status` there)."""
+    """An error body in the protocol's own shape (`code` is Gemini's `status` there).
+
+    xAI answers {"code", "error"} (xai-sdk-ts errors); Luma, a FastAPI service, {"detail"}; Hive's
+    v3 error body is not documented: {"status_code", "message"} as its v2 API answered.
+    """
     if protocol == "gemini":
         return {"error": {"code": status, "message": message, "status": code or "UNKNOWN"}}
+    if protocol == "xai":
+        return {"code": code or "Client specified an invalid argument", "error": message}
+    if protocol == "luma":
+        return {"detail": message}
+    if protocol == "hive":
+        return {"status_code": status, "message": message}
+    if protocol == "azure":
+        return {"error": {"code": code or str(status), "message": message, "param": param, "type": None}}
     error_type = "server_error" if status >= 500 else "invalid_request_error"
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from edits_api.providers.base import ProviderAdapter
 from edits_api.providers.gemini import GeminiAdapter
+from edits_api.providers.hive import HiveAdapter
+from edits_api.providers.luma import LumaAdapter
 from edits_api.providers.openai import AzureOpenAIAdapter, OpenAIAdapter
-from edits_api.providers.refusal import RefusalAdapter
+from edits_api.providers.xai import XAIAdapter
 
 ADAPTERS: dict[str, ProviderAdapter] = {
     "openai": OpenAIAdapter(),
     "cloud-temple": OpenAIAdapter(),  # OpenAI's images protocol under another base URL
     "gemini": GeminiAdapter(),
     "azure-openai": AzureOpenAIAdapter(),
-    "x-ai": RefusalAdapter(),
-    "luma": RefusalAdapter(),
-    "hive": RefusalAdapter(),
+    "x-ai": XAIAdapter(),
+    "luma": LumaAdapter(),
+    "hive": HiveAdapter(),
 }
 
 

@@ -67,10 +67,12 @@ class ImageRequest:
 
 @dataclass(frozen=True)
 class ImageItem:
+    """One image: bytes as base64 or a URL to fetch, and the prompt the provider really used."""
+
     url: str | None = None
     b64_json: str | None = None
-    revised_prompt: str | None = None
-    content_type: str | None = None  # of the bytes in b64_json, when known
+    revised_prompt: str | None = None  # only when the provider rewrote the prompt (DALL·E 3, Grok 2)
+    content_type: str | None = None  # of the bytes in b64_json (or at url), when known
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,24 @@ class ImageResult:
     size: str | None = None
 
 
+@dataclass(frozen=True)
+class ProbeResult:
+    """The answer to an operator's "Test connection": never holds the token."""
+
+    ok: bool
+    detail: str  # what happened, in an operator's words
+    called: str  # what was called, e.g. "GET https://api.openai.com/v1/models" ("" when nothing)
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    """A cheap authenticated GET that proves the connection works (a model list, a balance)."""
+
+    url: str
+    headers: dict[str, str]
+    what: str  # what a 2xx answer proves, e.g. "the model list"
+
+
 class ProviderAdapter:
     """One subclass per wire protocol. Failures raise edits_api.errors.GatewayError."""
 
@@ -102,3 +122,13 @@ class ProviderAdapter:
 
     def generate(self, connection: Connection, request: ImageRequest) -> ImageResult:
         raise NotImplementedError
+
+    def probe_target(self, connection: Connection) -> ProbeTarget | None:
+        """The call `probe` makes; None when the provider has no call that is both cheap and free."""
+        return None
+
+    def probe(self, connection: Connection) -> ProbeResult:
+        """Check the connection (address and credentials) with one cheap authenticated call."""
+        from edits_api.providers import probing  # probing imports http, which imports this module
+
+        return probing.probe(connection, self.probe_target(connection))

@@ -1,4 +1,10 @@
-"""Google Gemini's native generateContent protocol, with images sent inline as base64."""
+"""Google Gemini's native generateContent protocol, with images sent inline as base64.
+
+Checked against googleapis/python-genai (`types.py`: Part, FinishReason, BlockedReason,
+GenerateContentResponseUsageMetadata, MediaModality; `models.py`: the `models` list path).
+The model's chat text ("Here is the edited image.") is not a revised prompt and is dropped;
+`usageMetadata` becomes OpenAI's `usage` (see `call_usage`).
+"""
 
 from __future__ import annotations
 
@@ -14,13 +20,14 @@ from typing import Any
 from urllib.parse import quote
 
 from edits_api.errors import GatewayError, invalid
-from edits_api.providers import http
+from edits_api.providers import http, shape
 from edits_api.providers.base import (
     Connection,
     ImageFile,
     ImageItem,
     ImageRequest,
     ImageResult,
+    ProbeTarget,
     ProviderAdapter,
 )
 
@@ -56,13 +63,22 @@ class GeminiAdapter(ProviderAdapter):
                 "the region to change in the prompt.",
                 "mask",
             )
+        image_config(request.size)
+
+    def check_generate(self, connection: Connection, request: ImageRequest) -> None:
+        image_config(request.size)
 
     def edit(self, connection: Connection, request: ImageRequest) -> ImageResult:
         self.check_edit(connection, request)
         return _generate_content(connection, request, request.images)
 
     def generate(self, connection: Connection, request: ImageRequest) -> ImageResult:
+        self.check_generate(connection, request)
         return _generate_content(connection, request, [])
+
+    def probe_target(self, connection: Connection) -> ProbeTarget:
+        headers = {"x-goog-api-key": connection.token, "Accept": "application/json"}
+        return ProbeTarget(f"{connection.base_url}/models", headers, "its model list")
 
 
 def image_config(size: str | None) -> dict[str, str]:
@@ -91,13 +107,13 @@ def _generate_content(connection: Connection, request: ImageRequest, images: lis
     headers = {"x-goog-api-key": connection.token, "Content-Type": "application/json"}
     deadline = time.monotonic() + connection.timeout_s
     items: list[ImageItem] = []
-    usage: dict[str, int] | None = None
+    usages: list[dict[str, Any] | None] = []
     for _ in range(max(request.n, 1)):
         with GenerateContentBody(request.prompt, images, config) as body:
             payload = http.send_json(connection, "POST", url, headers=headers, data=body, deadline=deadline)
         items.extend(_items(connection, payload))
-        usage = _add_usage(usage, payload)
-    return ImageResult(created=int(time.time()), items=items[: max(request.n, 1)], usage=usage)
+        usages.append(call_usage(payload, text_only_input=not images))
+    return ImageResult(created=int(time.time()), items=items[: max(request.n, 1)], usage=sum_usage(usages))
 
 
 class GenerateContentBody:
@@ -206,9 +222,12 @@ def _items(connection: Connection, payload: dict[str, Any]) -> list[ImageItem]:
         blocked = [reason for reason in finish_reasons if reason in BLOCKED_FINISH_REASONS]
         if blocked:
             raise _blocked(connection, f"the answer was withheld ({blocked[0]})")
-        raise http.bad_response(connection, "no image in the answer")
-    revised_prompt = "\n".join(texts) or None
-    return [ImageItem(b64_json=data, content_type=mime, revised_prompt=revised_prompt) for mime, data in images]
+        said = " ".join(texts)
+        # The model's own words often say why it drew nothing; they are not a revised prompt.
+        raise http.bad_response(
+            connection, f"no image in the answer (it said: {said[:200]!r})" if said else "no image in the answer"
+        )
+    return [ImageItem(b64_json=data, content_type=mime) for mime, data in images]
 
 
 def _blocked(connection: Connection, why: str) -> GatewayError:
@@ -220,17 +239,76 @@ def _blocked(connection: Connection, why: str) -> GatewayError:
     )
 
 
-def _add_usage(total: dict[str, int] | None, payload: dict[str, Any]) -> dict[str, int] | None:
-    """usageMetadata in OpenAI's names, summed over the calls made for n images."""
+# MediaModality values counted as text: MODALITY_UNSPECIFIED "is treated as TEXT" (python-genai).
+_TEXT_MODALITIES = frozenset({"TEXT", "MODALITY_UNSPECIFIED"})
+
+
+def call_usage(payload: dict[str, Any], *, text_only_input: bool) -> dict[str, Any] | None:
+    """One answer's usageMetadata in OpenAI's shape, or None when it cannot be mapped.
+
+    input_tokens = promptTokenCount, split by promptTokensDetails' modalities (without them, only a
+    text-only request has a known split); output_tokens = candidatesTokenCount + thoughtsTokenCount
+    (Gemini bills thinking as output, and totalTokenCount counts it); output_tokens_details from
+    candidatesTokensDetails when given, thinking counted as text.
+    """
     metadata = _get(payload, "usageMetadata", "usage_metadata")
-    if not isinstance(metadata, dict):
-        return total
-    total = total or {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
-    for name, camel, snake in (
-        ("input_tokens", "promptTokenCount", "prompt_token_count"),
-        ("output_tokens", "candidatesTokenCount", "candidates_token_count"),
-        ("total_tokens", "totalTokenCount", "total_token_count"),
-    ):
-        count = _get(metadata, camel, snake)
-        total[name] += count if isinstance(count, int) else 0
-    return total
+    prompt = _count(_get(metadata, "promptTokenCount", "prompt_token_count"))
+    candidates = _count(_get(metadata, "candidatesTokenCount", "candidates_token_count"))
+    if prompt is None or candidates is None:
+        return None
+    thoughts = _count(_get(metadata, "thoughtsTokenCount", "thoughts_token_count")) or 0
+    input_split = _modality_split(_get(metadata, "promptTokensDetails", "prompt_tokens_details"))
+    if input_split is None:
+        if not text_only_input:
+            return None
+        input_split = (prompt, 0)
+    output_split = _modality_split(_get(metadata, "candidatesTokensDetails", "candidates_tokens_details"))
+    return shape.openai_usage(
+        input_tokens=prompt,
+        output_tokens=candidates + thoughts,
+        total_tokens=_count(_get(metadata, "totalTokenCount", "total_token_count")),
+        text_tokens=input_split[0],
+        image_tokens=input_split[1],
+        output_text_tokens=output_split[0] + thoughts if output_split else None,
+        output_image_tokens=output_split[1] if output_split else None,
+    )
+
+
+def sum_usage(usages: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The usage of the n calls made for n images; None when any call's usage is unknown."""
+    if not usages or any(usage is None for usage in usages):
+        return None
+    known = [usage for usage in usages if usage is not None]
+    with_output_details = all("output_tokens_details" in usage for usage in known)
+    return shape.openai_usage(
+        input_tokens=sum(u["input_tokens"] for u in known),
+        output_tokens=sum(u["output_tokens"] for u in known),
+        total_tokens=sum(u["total_tokens"] for u in known),
+        text_tokens=sum(u["input_tokens_details"]["text_tokens"] for u in known),
+        image_tokens=sum(u["input_tokens_details"]["image_tokens"] for u in known),
+        output_text_tokens=sum(u["output_tokens_details"]["text_tokens"] for u in known)
+        if with_output_details
+        else None,
+        output_image_tokens=sum(u["output_tokens_details"]["image_tokens"] for u in known)
+        if with_output_details
+        else None,
+    )
+
+
+def _modality_split(details: Any) -> tuple[int, int] | None:
+    """(text, image) token counts from a list of ModalityTokenCount, or None when not a list."""
+    if not isinstance(details, list):
+        return None
+    text = image = 0
+    for entry in details:
+        modality = str(_get(entry, "modality", "modality") or "MODALITY_UNSPECIFIED").upper()
+        count = _count(_get(entry, "tokenCount", "token_count")) or 0
+        if modality == "IMAGE":
+            image += count
+        elif modality in _TEXT_MODALITIES:
+            text += count
+    return text, image
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None

@@ -1,23 +1,79 @@
-"""The OpenAI images protocol, spoken by OpenAI and Cloud Temple: multipart edits, JSON generations."""
+"""The OpenAI images protocol, spoken by OpenAI, Cloud Temple and Azure OpenAI: multipart edits,
+JSON generations, an ImagesResponse back.
+
+Fields per model family follow openai-python's `image_edit_params.py` / `image_generate_params.py`:
+GPT image models take background, output_format, output_compression, moderation (generations) and
+input_fidelity (edits) but refuse response_format and style; DALL·E models take response_format,
+style (dall-e-3) and none of the GPT-only fields; dall-e-3 makes one image per call and cannot edit.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 from requests_toolbelt import MultipartEncoder
 
-from edits_api.providers import http
-from edits_api.providers.base import Connection, ImageItem, ImageRequest, ImageResult, ProviderAdapter
+from edits_api.errors import GatewayError, invalid
+from edits_api.providers import http, shape
+from edits_api.providers.base import (
+    Connection,
+    ImageItem,
+    ImageRequest,
+    ImageResult,
+    ProbeTarget,
+    ProviderAdapter,
+)
 
 _CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}
+# Upstream error codes that mean the provider's safety system refused the request: OpenAI's own,
+# DALL·E's legacy one and Azure's content filter (MicrosoftDocs azure-ai-docs, how-to/dall-e.md).
+MODERATION_CODES = frozenset({"moderation_blocked", "content_policy_violation", "contentFilter", "content_filter"})
+# The seed page's values, in each family's own terms (contract §1).
+_QUALITY = {
+    "gpt-image": {"hd": "high", "standard": "medium"},
+    "dall-e-2": {"hd": "standard"},
+    "dall-e-3": {},
+}
+# GPT-only fields a DALL·E model refuses, with the value that equals leaving them out.
+_GPT_ONLY = {"background": "auto", "moderation": "auto", "output_format": "png", "output_compression": None}
+
+
+def family(model: str) -> str:
+    """ "dall-e-2", "dall-e-3", or "gpt-image" for every other model (GPT image and newer names)."""
+    name = model.lower()
+    if name.startswith("dall-e-3"):
+        return "dall-e-3"
+    if name.startswith("dall-e"):
+        return "dall-e-2"
+    return "gpt-image"
 
 
 class OpenAIAdapter(ProviderAdapter):
+    def check_edit(self, connection: Connection, request: ImageRequest) -> None:
+        kind = family(request.model)
+        if kind == "dall-e-3":
+            raise invalid(f"{request.model} cannot edit images; use a GPT image model or dall-e-2.", "model")
+        if kind == "dall-e-2":
+            _refuse_gpt_only_fields(request, edit=True)
+
+    def check_generate(self, connection: Connection, request: ImageRequest) -> None:
+        kind = family(request.model)
+        if kind == "gpt-image" and request.style is not None:
+            raise invalid(f"{request.model} has no style; describe the style in the prompt.", "style")
+        if kind != "gpt-image":
+            _refuse_gpt_only_fields(request, edit=False)
+        if kind == "dall-e-2" and request.style is not None:
+            raise invalid("dall-e-2 has no style; only dall-e-3 takes vivid or natural.", "style")
+        if kind == "dall-e-3" and request.n != 1:
+            raise invalid("dall-e-3 makes one image per request; set n to 1.", "n")
+
     def edit(self, connection: Connection, request: ImageRequest) -> ImageResult:
         """POST {base}/images/edits as multipart, files streamed from disk with a Content-Length."""
+        self.check_edit(connection, request)
         fields: list[tuple[str, Any]] = [
             (name, str(value)) for name, value in self.fields(connection, request, edit=True).items()
         ]
@@ -30,25 +86,47 @@ class OpenAIAdapter(ProviderAdapter):
                 mask = request.mask
                 fields.append(("mask", (mask.filename, files.enter_context(mask.open()), mask.content_type)))
             body = MultipartEncoder(fields=fields)
-            payload = http.send_json(
+            payload = self.call(
                 connection,
-                "POST",
-                self.url(connection, "edits"),
-                headers={**self.auth(connection), "Content-Type": body.content_type},
-                data=body,
+                lambda: http.send_json(
+                    connection,
+                    "POST",
+                    self.url(connection, "edits"),
+                    headers={**self.auth(connection), "Content-Type": body.content_type},
+                    data=body,
+                ),
             )
-        return _result(connection, payload, request)
+        return _result(connection, payload, request, text_only_input=False)
 
     def generate(self, connection: Connection, request: ImageRequest) -> ImageResult:
         """POST {base}/images/generations as JSON."""
-        payload = http.send_json(
+        self.check_generate(connection, request)
+        payload = self.call(
             connection,
-            "POST",
-            self.url(connection, "generations"),
-            headers=self.auth(connection),
-            json_body=self.fields(connection, request, edit=False),
+            lambda: http.send_json(
+                connection,
+                "POST",
+                self.url(connection, "generations"),
+                headers=self.auth(connection),
+                json_body=self.fields(connection, request, edit=False),
+            ),
         )
-        return _result(connection, payload, request)
+        return _result(connection, payload, request, text_only_input=True)
+
+    def call(self, connection: Connection, send: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """One upstream call; a safety refusal in any of the protocol's spellings is moderation_blocked."""
+        try:
+            return send()
+        except GatewayError as error:
+            if error.status == 400 and error.code in MODERATION_CODES:
+                raise GatewayError(
+                    400,
+                    error.message,
+                    type="invalid_request_error",
+                    param=error.param,
+                    code="moderation_blocked",
+                ) from error
+            raise
 
     def url(self, connection: Connection, endpoint: str) -> str:
         return f"{connection.base_url}/images/{endpoint}"
@@ -59,17 +137,32 @@ class OpenAIAdapter(ProviderAdapter):
     def fields(self, connection: Connection, request: ImageRequest, *, edit: bool) -> dict[str, Any]:
         return _fields(request, edit=edit)
 
+    def probe_target(self, connection: Connection) -> ProbeTarget:
+        # GET /models: free, authenticated, documented by OpenAI and Cloud Temple alike.
+        return ProbeTarget(f"{connection.base_url}/models", self.auth(connection), "its model list")
+
+
+# Azure OpenAI api_version values that select the v1 API (no deployment in the URL).
+AZURE_V1_VERSIONS = frozenset({"v1", "preview", "latest"})
+# The GA data-plane version of "Models - List" (learn.microsoft.com/rest/api/azureopenai/models/list);
+# an inference-only api_version need not serve it.
+AZURE_MODELS_API_VERSION = "2024-10-21"
+
 
 class AzureOpenAIAdapter(OpenAIAdapter):
     """Azure OpenAI: OpenAI's images protocol on a deployment, an `api-key` header and an api-version.
 
-    With api_version `v1` the URL is `{base}/v1/images/<endpoint>` and the deployment goes in `model`.
+    Dated api_version: `{base}/deployments/{deployment_id}/images/<endpoint>?api-version=...`, the
+    deployment names the model. api_version `v1`: `{base}/v1/images/<endpoint>` (no api-version, per
+    Azure's v1 API lifecycle page), the deployment goes in `model`; `preview`/`latest` are the v1
+    API's own api-version values and are sent as such.
     """
 
     def url(self, connection: Connection, endpoint: str) -> str:
         version = connection.extra.get("api_version", "")
-        if version == "v1":
-            return f"{connection.base_url}/v1/images/{endpoint}?api-version=preview"
+        if version in AZURE_V1_VERSIONS:
+            query = "" if version == "v1" else f"?api-version={version}"
+            return f"{connection.base_url}/v1/images/{endpoint}{query}"
         deployment = quote(connection.extra.get("deployment_id", ""), safe="")
         return f"{connection.base_url}/deployments/{deployment}/images/{endpoint}?api-version={quote(version, safe='')}"
 
@@ -78,43 +171,69 @@ class AzureOpenAIAdapter(OpenAIAdapter):
 
     def fields(self, connection: Connection, request: ImageRequest, *, edit: bool) -> dict[str, Any]:
         fields = _fields(request, edit=edit)
-        if connection.extra.get("api_version") == "v1":
+        if connection.extra.get("api_version") in AZURE_V1_VERSIONS:
             fields["model"] = connection.extra.get("deployment_id") or request.model
         else:
             fields.pop("model", None)  # the deployment names the model
         return fields
 
+    def probe_target(self, connection: Connection) -> ProbeTarget:
+        version = connection.extra.get("api_version", "")
+        if version in AZURE_V1_VERSIONS:
+            query = "" if version == "v1" else f"?api-version={version}"
+            url = f"{connection.base_url}/v1/models{query}"
+        else:
+            url = f"{connection.base_url}/models?api-version={AZURE_MODELS_API_VERSION}"
+        return ProbeTarget(url, self.auth(connection), "its model list")
+
+
+def _refuse_gpt_only_fields(request: ImageRequest, *, edit: bool) -> None:
+    """DALL·E answers 400 to the GPT image models' fields; refuse them before any call."""
+    names = ["background", "output_format", "output_compression", "complexity", "frame_count", "frame_duration_ms"]
+    names += ["input_fidelity"] if edit else ["moderation"]
+    for name in names:
+        value = getattr(request, name)
+        if value is not None and value != _GPT_ONLY.get(name):
+            raise invalid(f"{request.model} does not take {name}; only GPT image models do.", name)
+
 
 def _fields(request: ImageRequest, *, edit: bool) -> dict[str, Any]:
-    """The request's parameters that are set, as this protocol names them."""
+    """The request's parameters that are set, as this protocol and the model's family name them."""
+    kind = family(request.model)
+    quality = _QUALITY[kind].get(request.quality or "", request.quality)
     fields: dict[str, Any] = {
         "prompt": request.prompt,
         "model": request.model or None,
         "n": request.n,
         "size": request.size,
-        "quality": request.quality,
-        "background": request.background,
-        "output_format": request.output_format,
-        "output_compression": request.output_compression,
-        "complexity": request.complexity,
-        "frame_count": request.frame_count,
-        "frame_duration_ms": request.frame_duration_ms,
+        "quality": quality,
         "safety_identifier": request.safety_identifier,
         "user": request.user,
     }
-    if edit:
-        fields["input_fidelity"] = request.input_fidelity
+    if kind == "gpt-image":
+        fields.update(
+            background=request.background,
+            output_format=request.output_format,
+            output_compression=request.output_compression,
+            complexity=request.complexity,
+            frame_count=request.frame_count,  # gif output only
+            frame_duration_ms=request.frame_duration_ms,
+        )
+        if edit:
+            fields["input_fidelity"] = request.input_fidelity
+        else:
+            fields["moderation"] = request.moderation  # the edits endpoint has no moderation
     else:
-        # Generation-only parameters: OpenAI's edits endpoint has no style or moderation.
-        fields["style"] = request.style
-        fields["moderation"] = request.moderation
-    # GPT image models answer 400 "Unknown parameter: 'response_format'"; only DALL·E takes it.
-    if request.model.startswith("dall-e"):
+        # GPT image models answer 400 "Unknown parameter: 'response_format'"; only DALL·E takes it.
         fields["response_format"] = request.response_format
+        if not edit:
+            fields["style"] = request.style
     return {name: value for name, value in fields.items() if value is not None}
 
 
-def _result(connection: Connection, payload: dict[str, Any], request: ImageRequest) -> ImageResult:
+def _result(
+    connection: Connection, payload: dict[str, Any], request: ImageRequest, *, text_only_input: bool
+) -> ImageResult:
     """An ImagesResponse as an ImageResult; no `data` list, or no image in it, is a bad response."""
     data = payload.get("data")
     if not isinstance(data, list) or not data:
@@ -137,11 +256,15 @@ def _result(connection: Connection, payload: dict[str, Any], request: ImageReque
             )
         )
     created = payload.get("created")
-    usage = payload.get("usage")
+    top = shape.top_level_fields(payload)
     return ImageResult(
-        created=created if isinstance(created, int) else int(time.time()),
+        created=created if isinstance(created, int) and not isinstance(created, bool) else int(time.time()),
         items=items,
-        usage=usage if isinstance(usage, dict) else None,
+        usage=shape.normalized_usage(payload.get("usage"), text_only_input=text_only_input),
+        background=top.get("background"),
+        output_format=top.get("output_format"),
+        quality=top.get("quality"),
+        size=top.get("size"),
     )
 
 

@@ -18,7 +18,7 @@ from edits_api.errors import GatewayError
 from edits_api.providers import ADAPTERS, adapter_for, http
 from edits_api.providers.base import Connection, ImageFile, ImageRequest
 from edits_api.providers.gemini import GenerateContentBody, image_config
-from edits_api.providers.refusal import RefusalAdapter
+from edits_api.providers.refusal import GenerationOnlyAdapter
 from entities.catalog import PROVIDERS
 from tests.standin import StandIn, image_file, mask_file
 
@@ -41,7 +41,7 @@ def edit(connection: Connection, tmp_path: Path, **fields: object) -> ImageReque
 def test_adapters_cover_the_catalog_exactly() -> None:
     assert set(ADAPTERS) == set(PROVIDERS)
     for key, provider in PROVIDERS.items():
-        assert isinstance(adapter_for(key), RefusalAdapter) is not provider.can_edit, key
+        assert isinstance(adapter_for(key), GenerationOnlyAdapter) is not provider.can_edit, key
     with pytest.raises(LookupError):
         adapter_for("nope")
 
@@ -64,15 +64,6 @@ def test_every_adapter_edits_or_refuses_without_network(provider: str, standin: 
     item = result.items[0]
     assert item.content_type == "image/png"
     assert Image.open(io.BytesIO(base64.b64decode(item.b64_json or ""))).format == "PNG"
-
-
-def test_refusal_says_generation_is_not_implemented_yet(standin: StandIn, tmp_path: Path) -> None:
-    connection = standin.connection("x-ai")
-    with pytest.raises(GatewayError) as refused:
-        ADAPTERS["x-ai"].generate(connection, ImageRequest(prompt="a cat", model="grok-imagine-image"))
-    assert (refused.value.status, refused.value.code) == (400, "generation_not_supported")
-    assert "Grok (xAI)" in refused.value.message and "not implemented" in refused.value.message
-    assert standin.received == []
 
 
 # -- OpenAI protocol --------------------------------------------------------------------------------
@@ -157,7 +148,6 @@ def test_openai_generation_sends_json_with_generation_only_fields(standin: Stand
         prompt="a lighthouse",
         model=GPT,
         n=2,
-        style="vivid",
         moderation="low",
         input_fidelity="high",
         output_format="webp",
@@ -170,13 +160,13 @@ def test_openai_generation_sends_json_with_generation_only_fields(standin: Stand
         "prompt": "a lighthouse",
         "model": GPT,
         "n": 2,
-        "style": "vivid",
         "moderation": "low",
         "output_format": "webp",
         "output_compression": 80,
     }
     assert [item.content_type for item in result.items] == ["image/webp", "image/webp"]
-    assert result.usage and result.usage["total_tokens"] == 150 and "input_tokens_details" in result.usage
+    assert result.usage and result.usage["total_tokens"] == 10 + 2 * 50
+    assert result.usage["input_tokens_details"] == {"text_tokens": 10, "image_tokens": 0}
 
 
 # -- Gemini protocol --------------------------------------------------------------------------------
@@ -262,13 +252,19 @@ def test_gemini_refuses_a_mask_before_any_call(standin: StandIn, tmp_path: Path)
     assert standin.received == []
 
 
-def test_gemini_skips_thought_parts_and_keeps_text_as_revised_prompt(standin: StandIn, tmp_path: Path) -> None:
+def test_gemini_skips_thought_parts_and_its_chat_text_is_no_revised_prompt(standin: StandIn, tmp_path: Path) -> None:
     connection = standin.connection("gemini")
     result = ADAPTERS["gemini"].edit(connection, edit(connection, tmp_path, model="gemini-3-pro-image"))
     (item,) = result.items
-    assert item.revised_prompt == "Here is the edited image."
+    assert item.revised_prompt is None  # "Here is the edited image." is chat, not a rewritten prompt
     assert item.content_type == "image/png" and item.url is None
-    assert result.usage == {"input_tokens": 12, "output_tokens": 1290, "total_tokens": 1302}
+    assert result.usage == {
+        "input_tokens": 12 + 258,
+        "input_tokens_details": {"text_tokens": 12, "image_tokens": 258},
+        "output_tokens": 1296 + 40,  # thinking is billed as output
+        "output_tokens_details": {"text_tokens": 6 + 40, "image_tokens": 1290},
+        "total_tokens": 12 + 258 + 1296 + 40,
+    }
 
 
 def test_gemini_snake_case_answers_are_understood(standin: StandIn, tmp_path: Path) -> None:
@@ -276,7 +272,8 @@ def test_gemini_snake_case_answers_are_understood(standin: StandIn, tmp_path: Pa
     connection = standin.connection("gemini")
     result = ADAPTERS["gemini"].edit(connection, edit(connection, tmp_path))
     assert len(result.items) == 1 and result.items[0].b64_json
-    assert result.usage == {"input_tokens": 12, "output_tokens": 1290, "total_tokens": 1302}
+    assert result.usage is not None
+    assert result.usage["input_tokens_details"] == {"text_tokens": 12, "image_tokens": 258}
 
 
 def test_gemini_n_images_are_repeated_calls_with_usage_summed(standin: StandIn) -> None:
@@ -285,7 +282,13 @@ def test_gemini_n_images_are_repeated_calls_with_usage_summed(standin: StandIn) 
     assert all(r.inline_images == [] for r in standin.received)
     assert standin.last.json["contents"][0]["parts"] == [{"text": "a fox"}]
     assert "imageConfig" not in standin.last.json["generationConfig"]
-    assert result.usage == {"input_tokens": 36, "output_tokens": 3870, "total_tokens": 3906}
+    assert result.usage == {
+        "input_tokens": 36,
+        "input_tokens_details": {"text_tokens": 36, "image_tokens": 0},
+        "output_tokens": 3 * (1296 + 40),  # gemini-3 models think, and thinking is output
+        "output_tokens_details": {"text_tokens": 3 * (6 + 40), "image_tokens": 3 * 1290},
+        "total_tokens": 36 + 3 * (1296 + 40),
+    }
 
 
 def test_gemini_n_calls_share_one_time_budget(standin: StandIn) -> None:
