@@ -871,7 +871,7 @@ def _error(protocol: str, status: int, message: str, code: str | None, param: st
     """An error body in the protocol's own shape (`code` is Gemini's `status` there).
 
     xAI answers {"code", "error"} (xai-sdk-ts errors); Luma, a FastAPI service, {"detail"}; Hive's
-    v3 error body is not documented: {"status_code", "message"} as its v2 API answered.
+    v3 error body is not documented anywhere we could read: {"error", "status_code"} here.
     """
     if protocol == "gemini":
         return {"error": {"code": status, "message": message, "status": code or "UNKNOWN"}}
@@ -880,7 +880,7 @@ def _error(protocol: str, status: int, message: str, code: str | None, param: st
     if protocol == "luma":
         return {"detail": message}
     if protocol == "hive":
-        return {"status_code": status, "message": message}
+        return {"error": message, "status_code": status}
     if protocol == "azure":
         return {"error": {"code": code or str(status), "message": message, "param": param, "type": None}}
     error_type = "server_error" if status >= 500 else "invalid_request_error"

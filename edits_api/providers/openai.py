@@ -27,6 +27,7 @@ from edits_api.providers.base import (
     ProbeTarget,
     ProviderAdapter,
 )
+from entities.catalog import AZURE_EDIT_SINCE, azure_can_edit
 
 _CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}
 # Upstream error codes that mean the provider's safety system refused the request: OpenAI's own,
@@ -157,6 +158,19 @@ class AzureOpenAIAdapter(OpenAIAdapter):
     Azure's v1 API lifecycle page), the deployment goes in `model`; `preview`/`latest` are the v1
     API's own api-version values and are sent as such.
     """
+
+    def check_edit(self, connection: Connection, request: ImageRequest) -> None:
+        version = connection.extra.get("api_version", "")
+        if not azure_can_edit(version):
+            # Azure answers 404 to /images/edits before 2025-04-01-preview; say why instead.
+            raise GatewayError(
+                400,
+                f"{connection.provider_name} edits images from api_version {AZURE_EDIT_SINCE} on; "
+                f"this image model's api_version {version or '(none)'} cannot edit.",
+                param="api_version",
+                code="edition_not_supported",
+            )
+        super().check_edit(connection, request)
 
     def url(self, connection: Connection, endpoint: str) -> str:
         version = connection.extra.get("api_version", "")
