@@ -316,6 +316,9 @@ class StandIn:
     ) -> Connection:
         """A Connection to this stand-in for a catalog provider; `extra` overrides the demo values
         (e.g. api_version="v1" for Azure)."""
+        # The stand-in is on 127.0.0.1: the image URLs it answers may be fetched only by a
+        # connection that allows the private network (the HTTP seam's guard, where it has one).
+        private = {"allow_private_network": True} if "allow_private_network" in Connection.__dataclass_fields__ else {}
         return Connection(
             provider=provider,
             provider_name=PROVIDERS[provider].name,
@@ -323,6 +326,7 @@ class StandIn:
             token=token,
             timeout_s=timeout_s,
             extra={**dict(PROVIDERS[provider].demo_connection), **extra},
+            **private,
         )
 
     # -- the server side ------------------------------------------------------------------------
