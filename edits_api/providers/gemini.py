@@ -30,6 +30,7 @@ from edits_api.providers.base import (
     ProbeTarget,
     ProviderAdapter,
 )
+from edits_api.providers.billing import partly_billed
 
 ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 _ASPECT_LOGS = {name: math.log(int(name.split(":")[0]) / int(name.split(":")[1])) for name in ASPECT_RATIOS}
@@ -109,9 +110,14 @@ def _generate_content(connection: Connection, request: ImageRequest, images: lis
     items: list[ImageItem] = []
     usages: list[dict[str, Any] | None] = []
     for _ in range(max(request.n, 1)):
-        with GenerateContentBody(request.prompt, images, config) as body:
-            payload = http.send_json(connection, "POST", url, headers=headers, data=body, deadline=deadline)
-        items.extend(_items(connection, payload))
+        try:
+            with GenerateContentBody(request.prompt, images, config) as body:
+                payload = http.send_json(connection, "POST", url, headers=headers, data=body, deadline=deadline)
+            items.extend(_items(connection, payload))
+        except GatewayError as error:
+            if items:  # the images made so far were billed: a retry would pay for them again
+                raise partly_billed(error, connection) from error
+            raise
         usages.append(call_usage(payload, text_only_input=not images))
     return ImageResult(created=int(time.time()), items=items[: max(request.n, 1)], usage=sum_usage(usages))
 

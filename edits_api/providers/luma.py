@@ -18,6 +18,7 @@ from urllib.parse import quote
 from edits_api.errors import GatewayError, invalid
 from edits_api.providers import http, sizes
 from edits_api.providers.base import Connection, ImageItem, ImageRequest, ImageResult, ProbeTarget
+from edits_api.providers.billing import partly_billed
 from edits_api.providers.refusal import GenerationOnlyAdapter, refuse_what_cannot_be_carried
 
 ASPECT_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "21:9", "9:21")
@@ -57,16 +58,18 @@ class LumaAdapter(GenerationOnlyAdapter):
         api = _api(connection)
         headers = _auth(connection)
         # One generation per image: Luma's image endpoint makes one image per request.
-        created = [
-            _generation(
-                connection,
-                http.send_json(
+        created: list[dict[str, Any]] = []
+        try:
+            for _ in range(max(request.n, 1)):
+                answer = http.send_json(
                     connection, "POST", f"{api}/generations/image", headers=headers, json_body=body, deadline=deadline
-                ),
-            )
-            for _ in range(max(request.n, 1))
-        ]
-        finished = self.wait(connection, created, deadline)
+                )
+                created.append(_generation(connection, answer))
+            finished = self.wait(connection, created, deadline)
+        except GatewayError as error:
+            if created:  # a created generation runs (and is billed) whatever happens to this call
+                raise partly_billed(error, connection) from error
+            raise
         content_type = _CONTENT_TYPES.get(body.get("format", "jpg"))
         items = [ImageItem(url=_image_url(connection, done), content_type=content_type) for done in finished]
         return ImageResult(created=int(time.time()), items=items)

@@ -202,6 +202,30 @@ def test_every_provider_that_hangs_is_a_quick_504(provider: str, standin: StandI
     assert time.monotonic() - started < 1.5
 
 
+@pytest.mark.parametrize("provider", ["gemini", "luma"])
+def test_a_failure_after_part_of_the_request_was_billed_is_never_repeated(provider: str, quick_luma: StandIn) -> None:
+    # Gemini: the first of two images is made, the second call fails. Luma: the generation is
+    # created, then a poll fails. Retrying either would pay for the done part again.
+    quick_luma.fail_next("slow")  # answers normally
+    quick_luma.fail_next("503")
+    with pytest.raises(GatewayError) as failed:
+        ADAPTERS[provider].generate(
+            quick_luma.connection(provider), generation(provider, n=2 if provider == "gemini" else 1)
+        )
+    error = failed.value
+    assert (error.status, error.code) == (502, "upstream_error")
+    assert not error.retryable
+    assert "had already done part of this request, so it was not sent again" in error.message
+
+
+@pytest.mark.parametrize("provider", ["gemini", "luma"])
+def test_a_failure_before_anything_was_done_may_be_retried(provider: str, quick_luma: StandIn) -> None:
+    quick_luma.fail_next("503")
+    with pytest.raises(GatewayError) as failed:
+        ADAPTERS[provider].generate(quick_luma.connection(provider), generation(provider, n=2))
+    assert failed.value.retryable and "part of this request" not in failed.value.message
+
+
 # -- OpenAI and Cloud Temple ---------------------------------------------------------------------------
 
 
@@ -644,6 +668,7 @@ def test_luma_polling_stops_at_the_connection_timeout(standin: StandIn) -> None:
     assert (timed_out.value.status, timed_out.value.code) == (504, "upstream_timeout")
     assert time.monotonic() - started < 1.5
     assert len(standin.received) <= 4  # a create and a few spaced polls, not a busy loop
+    assert not timed_out.value.retryable  # the generation was created and runs on: never create it twice
 
 
 def test_luma_failed_generation_is_an_upstream_error_naming_its_reason(quick_luma: StandIn) -> None:
