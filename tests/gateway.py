@@ -33,7 +33,7 @@ class Gateway:
 
 
 def make_image_model(id: str, provider: str, standin: StandIn, **fields: Any) -> ImageModel:
-    base_url = standin.gemini_url if provider == "gemini" else standin.openai_url
+    base_url = standin.base_url_for(provider)
     defaults: dict[str, Any] = {
         "name": id.replace("-", " ").title(),
         "provider": provider,

@@ -27,50 +27,44 @@ from edits_api.providers.base import (
     ProbeTarget,
     ProviderAdapter,
 )
-from entities.catalog import AZURE_EDIT_SINCE, azure_can_edit
+from entities import vocabulary
+from entities.catalog import AZURE_EDIT_SINCE, Operation, azure_can_edit
 
 _CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}
 # Upstream error codes that mean the provider's safety system refused the request: OpenAI's own,
 # DALL·E's legacy one and Azure's content filter (MicrosoftDocs azure-ai-docs, how-to/dall-e.md).
 MODERATION_CODES = frozenset({"moderation_blocked", "content_policy_violation", "contentFilter", "content_filter"})
-# The seed page's values, in each family's own terms (contract §1).
-_QUALITY = {
-    "gpt-image": {"hd": "high", "standard": "medium"},
-    "dall-e-2": {"hd": "standard"},
-    "dall-e-3": {},
-}
-# GPT-only fields a DALL·E model refuses, with the value that equals leaving them out.
-_GPT_ONLY = {"background": "auto", "moderation": "auto", "output_format": "png", "output_compression": None}
+# The option fields of ImageRequest that a model family's rules (entities.vocabulary) judge.
+_OPTIONS = (
+    "n", "size", "quality", "background", "output_format", "output_compression", "input_fidelity", "style",
+    "moderation", "complexity", "frame_count", "frame_duration_ms",
+)  # fmt: skip
 
 
-def family(model: str) -> str:
-    """ "dall-e-2", "dall-e-3", or "gpt-image" for every other model (GPT image and newer names)."""
-    name = model.lower()
-    if name.startswith("dall-e-3"):
-        return "dall-e-3"
-    if name.startswith("dall-e"):
-        return "dall-e-2"
-    return "gpt-image"
+def _family(connection: Connection, request: ImageRequest) -> vocabulary.Family:
+    return vocabulary.family_for(provider=connection.provider, model=request.model)
+
+
+def _checked(connection: Connection, request: ImageRequest, operation: Operation) -> dict[str, Any]:
+    """The request's options under its family's rules, the seed page's quality values translated;
+    a value the family refuses is a 400 here, before any call (the service checked them already)."""
+    options = {name: getattr(request, name) for name in _OPTIONS}
+    if operation is Operation.EDIT:
+        del options["style"], options["moderation"]
+    else:
+        del options["input_fidelity"]
+    try:
+        return vocabulary.check_options(options, family=_family(connection, request), operation=operation)
+    except vocabulary.OptionError as exc:
+        raise invalid(exc.message, exc.param, exc.code) from None
 
 
 class OpenAIAdapter(ProviderAdapter):
     def check_edit(self, connection: Connection, request: ImageRequest) -> None:
-        kind = family(request.model)
-        if kind == "dall-e-3":
-            raise invalid(f"{request.model} cannot edit images; use a GPT image model or dall-e-2.", "model")
-        if kind == "dall-e-2":
-            _refuse_gpt_only_fields(request, edit=True)
+        _checked(connection, request, Operation.EDIT)
 
     def check_generate(self, connection: Connection, request: ImageRequest) -> None:
-        kind = family(request.model)
-        if kind == "gpt-image" and request.style is not None:
-            raise invalid(f"{request.model} has no style; describe the style in the prompt.", "style")
-        if kind != "gpt-image":
-            _refuse_gpt_only_fields(request, edit=False)
-        if kind == "dall-e-2" and request.style is not None:
-            raise invalid("dall-e-2 has no style; only dall-e-3 takes vivid or natural.", "style")
-        if kind == "dall-e-3" and request.n != 1:
-            raise invalid("dall-e-3 makes one image per request; set n to 1.", "n")
+        _checked(connection, request, Operation.GENERATION)
 
     def edit(self, connection: Connection, request: ImageRequest) -> ImageResult:
         """POST {base}/images/edits as multipart, files streamed from disk with a Content-Length."""
@@ -136,7 +130,7 @@ class OpenAIAdapter(ProviderAdapter):
         return {"Authorization": f"Bearer {connection.token}", "Accept": "application/json"}
 
     def fields(self, connection: Connection, request: ImageRequest, *, edit: bool) -> dict[str, Any]:
-        return _fields(request, edit=edit)
+        return _fields(connection, request, edit=edit)
 
     def probe_target(self, connection: Connection) -> ProbeTarget:
         # GET /models: free, authenticated, documented by OpenAI and Cloud Temple alike.
@@ -184,7 +178,7 @@ class AzureOpenAIAdapter(OpenAIAdapter):
         return {"api-key": connection.token, "Accept": "application/json"}
 
     def fields(self, connection: Connection, request: ImageRequest, *, edit: bool) -> dict[str, Any]:
-        fields = _fields(request, edit=edit)
+        fields = _fields(connection, request, edit=edit)
         if connection.extra.get("api_version") in AZURE_V1_VERSIONS:
             fields["model"] = connection.extra.get("deployment_id") or request.model
         else:
@@ -201,20 +195,10 @@ class AzureOpenAIAdapter(OpenAIAdapter):
         return ProbeTarget(url, self.auth(connection), "its model list")
 
 
-def _refuse_gpt_only_fields(request: ImageRequest, *, edit: bool) -> None:
-    """DALL·E answers 400 to the GPT image models' fields; refuse them before any call."""
-    names = ["background", "output_format", "output_compression", "complexity", "frame_count", "frame_duration_ms"]
-    names += ["input_fidelity"] if edit else ["moderation"]
-    for name in names:
-        value = getattr(request, name)
-        if value is not None and value != _GPT_ONLY.get(name):
-            raise invalid(f"{request.model} does not take {name}; only GPT image models do.", name)
-
-
-def _fields(request: ImageRequest, *, edit: bool) -> dict[str, Any]:
+def _fields(connection: Connection, request: ImageRequest, *, edit: bool) -> dict[str, Any]:
     """The request's parameters that are set, as this protocol and the model's family name them."""
-    kind = family(request.model)
-    quality = _QUALITY[kind].get(request.quality or "", request.quality)
+    family = _family(connection, request)
+    quality = family.quality_aliases.get(request.quality or "", request.quality)
     fields: dict[str, Any] = {
         "prompt": request.prompt,
         "model": request.model or None,
@@ -224,7 +208,7 @@ def _fields(request: ImageRequest, *, edit: bool) -> dict[str, Any]:
         "safety_identifier": request.safety_identifier,
         "user": request.user,
     }
-    if kind == "gpt-image":
+    if not family.forwards_response_format:  # GPT image models (and models in no table)
         fields.update(
             background=request.background,
             output_format=request.output_format,
