@@ -130,7 +130,7 @@ PROVIDERS: dict[str, Provider] = {
             "https://api.x.ai/v1",
             can_edit=False,
             can_generate=True,
-            default_model="grok-2-image",
+            default_model="grok-imagine-image",
             demo_token_variable="XAI_API_KEY",
         ),
         Provider(
