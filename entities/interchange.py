@@ -76,12 +76,26 @@ _API_KEY_PATHS = {
 _BOOKKEEPING = {"created_at", "updated_at"}
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One reason an import was refused: the entity, the JSON path inside it ('' for the whole
+    entity) and what is wrong, so a caller can point at the field (the REST API's `param`)."""
+
+    where: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.path}: {self.message}" if self.path else f"{self.where}: {self.message}"
+
+
 class ImportFailed(Exception):
     """A file was refused; nothing was written. One line per problem, each naming entity and field."""
 
-    def __init__(self, errors: list[str]) -> None:
-        self.errors = errors
-        super().__init__("\n".join(errors))
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        self.errors = [str(problem) for problem in problems]
+        super().__init__("\n".join(self.errors))
 
 
 @dataclass
@@ -125,10 +139,10 @@ class _Problems:
     """Collects the errors of one import, each prefixed with the entity it belongs to."""
 
     def __init__(self) -> None:
-        self.errors: list[str] = []
+        self.errors: list[Problem] = []
 
     def add(self, where: str, path: str, message: str) -> None:
-        self.errors.append(f"{where}: {path}: {message}" if path else f"{where}: {message}")
+        self.errors.append(Problem(where, path, message))
 
     def add_validation(self, where: str, exc: ValidationError, paths: Callable[[str], str]) -> None:
         if not hasattr(exc, "error_dict"):
@@ -493,7 +507,8 @@ def entities_import(*, data: dict[str, Any]) -> ImportSummary:
 # --- export ---------------------------------------------------------------------------------------
 
 
-def _export_image_model(model: ImageModel, *, with_secrets: bool) -> dict[str, Any]:
+def image_model_export(model: ImageModel, *, with_secrets: bool) -> dict[str, Any]:
+    """One image model in the JSON form: a literal token only `with_secrets`, `${env.NAME}` always."""
     connection: dict[str, Any] = {}
     if model.base_url:
         connection["base_url"] = model.base_url
@@ -519,7 +534,8 @@ def _export_image_model(model: ImageModel, *, with_secrets: bool) -> dict[str, A
     }
 
 
-def _export_route(route: Route) -> dict[str, Any]:
+def route_export(route: Route) -> dict[str, Any]:
+    """One route in the JSON form, each plugin's refs in their order."""
     refs: dict[str, list[str]] = {RouteRef.EDIT: [], RouteRef.GENERATION: []}
     for ref in sorted(route.refs.all(), key=lambda r: (r.position, r.pk)):
         refs[ref.plugin].append(ref.image_model_id)
@@ -540,7 +556,8 @@ def _export_route(route: Route) -> dict[str, Any]:
     }
 
 
-def _export_api_key(key: ApiKey) -> dict[str, Any]:
+def api_key_export(key: ApiKey) -> dict[str, Any]:
+    """One API key in the JSON form; never its secret, which only exists hashed."""
     limits = {
         name: value for name in ("requests_per_minute", "images_per_day") if (value := getattr(key, name)) is not None
     }
@@ -556,7 +573,7 @@ def _export_api_key(key: ApiKey) -> dict[str, Any]:
 def entities_export(*, with_secrets: bool) -> dict[str, Any]:
     """Every entity in the import form, sorted by id: literal tokens only `with_secrets`, no key secret."""
     return {
-        "image_models": [_export_image_model(m, with_secrets=with_secrets) for m in ImageModel.objects.order_by("id")],
-        "routes": [_export_route(r) for r in Route.objects.order_by("id").prefetch_related("refs")],
-        "api_keys": [_export_api_key(k) for k in ApiKey.objects.order_by("id").prefetch_related("routes")],
+        "image_models": [image_model_export(m, with_secrets=with_secrets) for m in ImageModel.objects.order_by("id")],
+        "routes": [route_export(r) for r in Route.objects.order_by("id").prefetch_related("refs")],
+        "api_keys": [api_key_export(k) for k in ApiKey.objects.order_by("id").prefetch_related("routes")],
     }
