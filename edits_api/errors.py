@@ -9,6 +9,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ _DRF_CODES = {
     drf_exceptions.ParseError: ("invalid_request_body", "invalid_request_error"),
     drf_exceptions.NotFound: ("not_found", "invalid_request_error"),
     drf_exceptions.Throttled: ("rate_limit_exceeded", "rate_limit_error"),
+    drf_exceptions.ValidationError: ("invalid_value", "invalid_request_error"),
 }
 
 
@@ -72,6 +74,16 @@ def database_unavailable() -> GatewayError:
     )
 
 
+def _first_error(detail: Any, param: str | None = None) -> tuple[str | None, Any]:
+    """The first message in a DRF error detail and the field it is about (a dict's key, else None)."""
+    if isinstance(detail, dict) and detail:
+        key, value = next(iter(detail.items()))
+        return _first_error(value, None if key == api_settings.NON_FIELD_ERRORS_KEY else str(key))
+    if isinstance(detail, list) and detail:
+        return _first_error(detail[0], param)
+    return param, detail
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's handler: GatewayError and DRF's own errors in the OpenAI shape; the rest logged, 500."""
     if isinstance(exc, OperationalError | InterfaceError):
@@ -80,10 +92,17 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, GatewayError):
         return Response(exc.body(), status=exc.status, headers=exc.headers)
     if isinstance(exc, drf_exceptions.APIException):
-        code, type_ = _DRF_CODES.get(type(exc), ("invalid_request", "invalid_request_error"))
-        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        error = GatewayError(exc.status_code, str(detail), type=type_, code=code)
-        return Response(error.body(), status=error.status)
+        param, detail = _first_error(exc.detail)
+        own_code = detail.code if isinstance(detail, drf_exceptions.ErrorDetail) else None
+        code, type_ = _DRF_CODES.get(type(exc), (own_code or "invalid_request", "invalid_request_error"))
+        if own_code and own_code != exc.default_code:  # a code the raiser chose beats the class's
+            code = own_code
+        error = GatewayError(exc.status_code, str(detail), type=type_, param=param, code=code)
+        # DRF sets auth_header on a 401 (NotAuthenticated, AuthenticationFailed); it belongs on the answer.
+        auth_header = getattr(exc, "auth_header", None)
+        return Response(
+            error.body(), status=error.status, headers={"WWW-Authenticate": auth_header} if auth_header else None
+        )
     logger.exception("unhandled error in %s", context.get("view").__class__.__name__)
     error = GatewayError(500, "The gateway failed to handle this request.", type="server_error", code="internal_error")
     return Response(error.body(), status=500)
