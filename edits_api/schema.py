@@ -182,10 +182,13 @@ GENERATION_DESCRIPTION = (
 
 
 def public_image_endpoints(endpoints: list[tuple[Any, ...]], **kwargs: Any) -> list[tuple[Any, ...]]:
-    """Preprocessing hook: only the image endpoints, each at /v1/images/<endpoint> (no prefix)."""
+    """Preprocessing hook: the image endpoints, each at /v1/images/<endpoint> (no prefix), and the
+    admin REST API."""
     kept = []
     for _path, path_regex, method, callback in endpoints:
         operation = getattr(getattr(callback, "cls", None), "operation", None)
         if isinstance(operation, Operation):
             kept.append((f"/v1/images/{operation.endpoint}", path_regex, method, callback))
+        elif _path.startswith("/api/v1/"):  # the admin REST API (entities/api), served as is
+            kept.append((_path, path_regex, method, callback))
     return kept

@@ -25,7 +25,7 @@ from entities.forms import (
     RouteRefFormSet,
     option_field_name,
 )
-from entities.models import ApiKey, ImageModel, Route, RouteRef, mask_secret
+from entities.models import AdminToken, ApiKey, ImageModel, Route, RouteRef, mask_secret
 
 
 class _OptionEnabledFilter(admin.SimpleListFilter):
@@ -260,3 +260,27 @@ def _secret_message(issued: dict[str, str]) -> str:
         "Copy now, it will not be shown again (only its hash is stored): {}",
         format_html_join("; ", "API key {}: <code>{}</code>", issued.items()),
     )
+
+
+@admin.register(AdminToken)
+class AdminTokenAdmin(admin.ModelAdmin):
+    """Admin REST API tokens: listed and revoked here, made by `manage.py create_admin_token NAME`."""
+
+    list_display = ("name", "token_hint", "created_at", "last_used_at", "active", "revoked_at")
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
+    search_fields = ("name",)
+    readonly_fields = ("name", "token_hint", "created_at", "last_used_at", "revoked_at")
+    actions = ("revoke",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # A token is shown only when it is made, on the command line: `manage.py create_admin_token NAME`.
+        return False
+
+    @admin.display(boolean=True, description="active")
+    def active(self, obj: AdminToken) -> bool:
+        return obj.active
+
+    @admin.action(description="Revoke selected tokens", permissions=["change"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[AdminToken]) -> None:
+        revoked = services.admin_tokens_revoke(admin_tokens=queryset)
+        self.message_user(request, f"Revoked {revoked} admin token(s); they are refused from now on.", messages.SUCCESS)

@@ -348,3 +348,35 @@ class ApiKey(models.Model):
         for field in ("requests_per_minute", "images_per_day"):
             if getattr(self, field) == 0:
                 raise ValidationError({field: "must be at least 1 (leave empty for no limit)"})
+
+
+class AdminToken(models.Model):
+    """A bearer token for the admin REST API (/api/v1/...): only its SHA-256 is stored.
+
+    Made by `manage.py create_admin_token NAME`, which prints it once; revoking keeps the row so the
+    admin still shows who had access and when it was last used.
+    """
+
+    name = models.CharField(max_length=100, help_text="Who or what uses it, e.g. 'terraform-ci'.")
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    token_hint = models.CharField(max_length=8, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["name", "-created_at"]
+        verbose_name = "admin API token"
+        constraints = [
+            # One live token per name, so a name tells which token a client holds; revoked ones may repeat.
+            models.UniqueConstraint(
+                fields=["name"], condition=models.Q(revoked_at__isnull=True), name="unique_active_admin_token_name"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.token_hint})"
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None

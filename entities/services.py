@@ -1,4 +1,5 @@
-"""Writes to entities that the admin (and any other caller) goes through, so no caller skips a rule.
+"""Writes to entities that the admin and the admin REST API go through, so no caller skips a rule.
+The REST API's writes are imports of one entity, so they hold to exactly the importer's rules.
 
 Every service validates with the model's `full_clean()` before saving and raises
 `ValidationError` to refuse; none returns an error.
@@ -7,16 +8,30 @@ Every service validates with the model's `full_clean()` before saving and raises
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 
 from entities.catalog import PROVIDERS, Operation, provider_can
-from entities.models import ApiKey, ImageModel, Route
+from entities.interchange import (
+    ImportFailed,
+    Problem,
+    api_key_export,
+    entities_import,
+    image_model_export,
+    route_export,
+)
+from entities.models import ENTITY_ID, AdminToken, ApiKey, ImageModel, Route, RouteRef, hash_secret
 
 API_KEY_PREFIX = "gw-"
+ADMIN_TOKEN_PREFIX = "gwadm-"
+# A token's last use is written at most this often: an API client looping over entities costs no write each.
+ADMIN_TOKEN_USE_RESOLUTION = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -102,3 +117,145 @@ def api_keys_regenerate_secrets(*, api_keys: Iterable[ApiKey]) -> dict[str, str]
             api_key.full_clean()
             api_key.save(update_fields=["secret_hash", "secret_hint", "updated_at"])
     return issued
+
+
+# --- admin API tokens --------------------------------------------------------------------------
+
+
+def admin_token_create(*, name: str) -> tuple[AdminToken, str]:
+    """A new admin API token named `name`; returns it with the token itself, to show once."""
+    name = name.strip()
+    if not name:
+        raise ValidationError({"name": "an admin token needs a name"})
+    if AdminToken.objects.filter(name=name, revoked_at__isnull=True).exists():
+        raise ValidationError({"name": f"an active admin token is already named {name!r}: revoke it first"})
+    token = ADMIN_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    admin_token = AdminToken(name=name, token_hash=hash_secret(token), token_hint="…" + token[-4:])
+    admin_token.full_clean()
+    admin_token.save()
+    return admin_token, token
+
+
+def admin_token_use(*, presented: str) -> AdminToken | None:
+    """The active admin token whose hash matches `presented`, its last use recorded; else None."""
+    admin_token = AdminToken.objects.filter(token_hash=hash_secret(presented), revoked_at__isnull=True).first()
+    if admin_token is None:
+        return None
+    now = timezone.now()
+    if admin_token.last_used_at is None or now - admin_token.last_used_at >= ADMIN_TOKEN_USE_RESOLUTION:
+        AdminToken.objects.filter(pk=admin_token.pk).update(last_used_at=now)
+        admin_token.last_used_at = now
+    return admin_token
+
+
+def admin_tokens_revoke(*, admin_tokens: Iterable[AdminToken]) -> int:
+    """Revoke the given tokens at once (they get 401 from the next request); returns how many were live."""
+    ids = {admin_token.pk for admin_token in admin_tokens}
+    return AdminToken.objects.filter(pk__in=ids, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+# --- entities as the admin REST API writes them ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EntityKind:
+    """One kind of entity as the JSON form names it, with its model and its export."""
+
+    key: str  # its list in the JSON form: "image_models"
+    label: str  # in messages: "image model"
+    model: type[ImageModel] | type[Route] | type[ApiKey]
+    export: Callable[[Any], dict[str, Any]]
+
+    @property
+    def a_label(self) -> str:
+        return f"an {self.label}" if self.label[0] in "aeiouAEIOU" else f"a {self.label}"
+
+
+IMAGE_MODELS = EntityKind(
+    "image_models", "image model", ImageModel, lambda model: image_model_export(model, with_secrets=False)
+)
+ROUTES = EntityKind("routes", "route", Route, route_export)
+API_KEYS = EntityKind("api_keys", "API key", ApiKey, api_key_export)
+
+
+class EntityConflict(Exception):
+    """A write that contradicts what is stored: an id already taken, an entity still referenced."""
+
+
+def entity_create(*, kind: EntityKind, data: Any) -> dict[str, Any]:
+    """Create one entity from its JSON form, validated exactly as an import; refused when its id exists."""
+    with transaction.atomic():
+        entity_id = data.get("id") if isinstance(data, dict) else None
+        if isinstance(entity_id, str) and kind.model.objects.filter(pk=entity_id).exists():
+            raise EntityConflict(f"There is already {kind.a_label} with id {entity_id!r}; PUT to replace it.")
+        entities_import(data={kind.key: [data]})
+        return _entity_read(kind, entity_id)
+
+
+def entity_replace(*, kind: EntityKind, entity_id: str, data: Any) -> tuple[dict[str, Any], bool]:
+    """Replace (or create) the entity `entity_id` with `data`, as an import of that one entity would.
+
+    A token or secret left out keeps the stored one, as on import. Returns the entity as stored
+    and whether it was created.
+    """
+    if isinstance(data, dict) and "id" in data and data["id"] != entity_id:
+        message = f"is {data['id']!r} but the URL names {entity_id!r}; an id cannot be changed"
+        raise ImportFailed([Problem(kind.label, "id", message)])
+    body = {**data, "id": entity_id} if isinstance(data, dict) else data
+    with transaction.atomic():
+        # Locked, so two replaces of one entity apply one after the other, not interleaved. A
+        # malformed id is not looked up (the importer refuses it by name).
+        created = not (_well_formed(entity_id) and kind.model.objects.select_for_update().filter(pk=entity_id).exists())
+        entities_import(data={kind.key: [body]})
+        return _entity_read(kind, entity_id), created
+
+
+def entity_delete(*, kind: EntityKind, entity_id: str) -> None:
+    """Delete one entity; an image model still in a route's refs is refused, naming the routes.
+
+    Raises the model's DoesNotExist when there is none. A deleted route is removed from the keys
+    that named it.
+    """
+    with transaction.atomic():
+        if not _well_formed(entity_id):
+            raise kind.model.DoesNotExist(entity_id)
+        instance = kind.model.objects.select_for_update().get(pk=entity_id)
+        if isinstance(instance, ImageModel):
+            routes = sorted(set(RouteRef.objects.filter(image_model=instance).values_list("route_id", flat=True)))
+            if routes:
+                raise EntityConflict(
+                    f"Image model {entity_id!r} is still a ref of route(s) {', '.join(routes)}; "
+                    "remove it from their plugins first."
+                )
+        instance.delete()
+
+
+def entity_get(*, kind: EntityKind, entity_id: str) -> dict[str, Any]:
+    """One entity in its JSON form, without secrets; raises the model's DoesNotExist."""
+    return _entity_read(kind, entity_id)
+
+
+def entity_list(*, kind: EntityKind) -> list[dict[str, Any]]:
+    """Every entity of `kind` in its JSON form, by id, without secrets."""
+    return [kind.export(instance) for instance in _queryset(kind).order_by("id")]
+
+
+def _entity_read(kind: EntityKind, entity_id: Any) -> dict[str, Any]:
+    if not _well_formed(entity_id):
+        raise kind.model.DoesNotExist(entity_id)
+    return kind.export(_queryset(kind).get(pk=entity_id))
+
+
+def _well_formed(entity_id: Any) -> bool:
+    """Whether `entity_id` could be stored at all; any other (a NUL byte, say) is never sent to the database."""
+    try:
+        ENTITY_ID(entity_id)
+    except ValidationError:
+        return False
+    return True
+
+
+def _queryset(kind: EntityKind) -> Any:
+    related = {"routes": "refs", "api_keys": "routes"}.get(kind.key)
+    queryset = kind.model.objects.all()
+    return queryset.prefetch_related(related) if related else queryset

@@ -184,8 +184,16 @@ REST_FRAMEWORK = {
 # GET /openapi.json and /docs: only the public image API, at /v1/... (each route adds its prefix).
 SPECTACULAR_SETTINGS = {
     "TITLE": "AI image gateway",
-    "DESCRIPTION": "OpenAI-compatible image API in front of several providers. Every path below is "
+    "DESCRIPTION": "OpenAI-compatible image API in front of several providers. Every /v1/images path below is "
     "served under each route's prefix, on the route's hosts.",
+    "TAGS": [
+        {
+            "name": "Admin API",
+            "description": "Image models, routes and API keys in the entity JSON form, for infrastructure as "
+            "code. Served at /api/v1/... on any host (not under a route's prefix); needs "
+            "`Authorization: Bearer <admin token>` (`python manage.py create_admin_token NAME`).",
+        }
+    ],
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,  # file fields as binary in requests
@@ -194,6 +202,8 @@ SPECTACULAR_SETTINGS = {
         "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer"},
             "apiKey": {"type": "apiKey", "in": "header", "name": "api-key"},
+            # The admin REST API's (entities/api): a token from `manage.py create_admin_token NAME`.
+            "adminToken": {"type": "http", "scheme": "bearer", "description": "An admin token (create_admin_token)."},
         }
     },
     "SECURITY": [{"bearer": []}, {"apiKey": []}, {}],  # {}: routes that no API key names are open

@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
 from edits_api import metrics, results, views
@@ -20,6 +20,7 @@ urlpatterns = [
     path("images/<str:token>", results.serve_signed_image, name="signed-image"),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
+    path("api/v1/", include("entities.api.urls")),  # the admin REST API
     # Any route prefix may stand before /v1/...; routing.py decides which route it is.
     re_path(r"^(?:.*/)?v1/images/edits/?$", views.EditsView.as_view(), name="images-edits"),
     re_path(r"^(?:.*/)?v1/images/generations/?$", views.GenerationsView.as_view(), name="images-generations"),
