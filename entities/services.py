@@ -186,7 +186,7 @@ def entity_create(*, kind: EntityKind, data: Any) -> dict[str, Any]:
     """Create one entity from its JSON form, validated exactly as an import; refused when its id exists."""
     with transaction.atomic():
         entity_id = data.get("id") if isinstance(data, dict) else None
-        if isinstance(entity_id, str) and kind.model.objects.filter(pk=entity_id).exists():
+        if _well_formed(entity_id) and kind.model.objects.filter(pk=entity_id).exists():
             raise EntityConflict(f"There is already {kind.a_label} with id {entity_id!r}; PUT to replace it.")
         entities_import(data={kind.key: [data]})
         return _entity_read(kind, entity_id)
@@ -248,6 +248,8 @@ def _entity_read(kind: EntityKind, entity_id: Any) -> dict[str, Any]:
 
 def _well_formed(entity_id: Any) -> bool:
     """Whether `entity_id` could be stored at all; any other (a NUL byte, say) is never sent to the database."""
+    if not isinstance(entity_id, str):
+        return False
     try:
         ENTITY_ID(entity_id)
     except ValidationError:

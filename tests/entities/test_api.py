@@ -312,6 +312,7 @@ def test_an_id_that_cannot_exist_is_a_404_or_refused_not_a_query(api: AdminApi) 
     # A NUL byte would make PostgreSQL refuse the query itself.
     assert_error(api.get("/image-models/bad%00id"), 404, "not_found", None)
     assert_error(api.delete("/routes/bad%00id"), 404, "not_found", None)
+    assert_error(api.post("/routes", route("bad\u0000id")), 400, "invalid_value", "id")
     error = assert_error(api.put("/api-keys/bad%00id", without(api_key(), "id")), 400, "invalid_value", "id")
     assert "letters, digits" in error["message"]
 
