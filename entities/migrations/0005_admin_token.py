@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('entities', '0003_generation_resilience'),
+        ('entities', '0004_provider_choices_callable'),
     ]
 
     operations = [
