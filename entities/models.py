@@ -19,7 +19,7 @@ from entities import crypto, vocabulary
 from entities.catalog import PROVIDERS, Operation, provider_choices
 from entities.plugins import PluginConfig, plugin_config
 
-ENTITY_ID = RegexValidator(r"^[A-Za-z0-9_.:-]+$", "ids may hold letters, digits and _ . : - only")
+ENTITY_ID = RegexValidator(r"\A[A-Za-z0-9_.:-]+\Z", "ids may hold letters, digits and _ . : - only")
 ENV_REF = re.compile(r"^\$\{env\.([A-Za-z_][A-Za-z0-9_]*)\}$")
 DEFAULT_TIMEOUT_MS = 180_000
 DEFAULT_MAX_SIZE_UPLOAD = 104_857_600

@@ -336,3 +336,8 @@ def test_a_zero_rate_limit_is_refused_and_empty_means_no_limit(field: str) -> No
     assert field in errors_of(key)
     setattr(key, field, None)
     key.full_clean()
+
+
+@pytest.mark.parametrize("bad_id", ["img\n", "img\nx", " img", "img/1", ""])
+def test_an_id_with_a_trailing_newline_or_a_foreign_character_is_refused(bad_id: str) -> None:
+    assert "id" in errors_of(image_model(id=bad_id))
