@@ -151,6 +151,15 @@ PROVIDERS: dict[str, Provider] = {
             default_model="black-forest-labs/flux-schnell",
             demo_token_variable="HIVE_API_KEY",
         ),
+        Provider(
+            "local",
+            "Local demo (Pillow, no network)",
+            "",  # served inside the gateway process
+            can_edit=True,
+            can_generate=True,
+            default_model="pillow",
+            needs_network=False,
+        ),
     ]
 }
 

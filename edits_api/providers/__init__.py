@@ -5,6 +5,7 @@ from __future__ import annotations
 from edits_api.providers.base import ProviderAdapter
 from edits_api.providers.gemini import GeminiAdapter
 from edits_api.providers.hive import HiveAdapter
+from edits_api.providers.local import LocalAdapter
 from edits_api.providers.luma import LumaAdapter
 from edits_api.providers.openai import AzureOpenAIAdapter, OpenAIAdapter
 from edits_api.providers.xai import XAIAdapter
@@ -17,6 +18,7 @@ ADAPTERS: dict[str, ProviderAdapter] = {
     "x-ai": XAIAdapter(),
     "luma": LumaAdapter(),
     "hive": HiveAdapter(),
+    "local": LocalAdapter(),  # the built-in demo provider: Pillow, no network
 }
 
 

@@ -140,8 +140,8 @@ def test_edition_enabled_is_accepted_on_a_provider_that_can_edit(provider: str) 
     image_model(provider=provider, edition={"enabled": True, "n": 2}).full_clean()
 
 
-def test_the_providers_that_edit_are_openai_gemini_and_cloud_temple() -> None:
-    assert sorted(EDITING_PROVIDERS) == ["cloud-temple", "gemini", "openai"]
+def test_the_providers_that_edit_are_openai_gemini_cloud_temple_and_the_local_demo() -> None:
+    assert sorted(EDITING_PROVIDERS) == ["cloud-temple", "gemini", "local", "openai"]
 
 
 @pytest.mark.parametrize("api_version", ["2025-04-01-preview", "2025-06-01", "v1"])
