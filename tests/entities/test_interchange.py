@@ -593,23 +593,33 @@ def test_export_then_reimport_with_keys_changes_nothing(imported: dict[str, Any]
 # --- the demo set -----------------------------------------------------------------------------------------
 
 
-def test_seed_entities_creates_one_demo_image_model_per_provider_and_a_demo_route() -> None:
+def test_seed_entities_creates_one_demo_image_model_per_provider_and_two_demo_routes() -> None:
     output = run("seed_entities")
 
-    assert output.strip().splitlines() == ["imported 7 image models, 1 route, 0 API keys (8 created, 0 updated)"]
+    assert output.strip().splitlines() == [
+        "demo set: imported 8 image models, 2 routes, 0 API keys (10 created, 0 updated)"
+    ]
     models = {m.provider: m for m in ImageModel.objects.all()}
     assert sorted(models) == sorted(PROVIDERS)
     for provider, model in models.items():
         assert model.id == f"demo-{provider}"
-        assert model.edition_enabled == (provider in {"openai", "gemini", "cloud-temple", "azure-openai"})
-        assert model.token.startswith("${env.") and model.token.endswith("}")
+        assert model.edition_enabled == (provider in {"openai", "gemini", "cloud-temple", "azure-openai", "local"})
+        if provider == "local":
+            assert (model.token, model.base_url) == ("", "")  # built in: no key, no network
+        else:
+            assert model.token.startswith("${env.") and model.token.endswith("}")
     assert models["openai"].token == "${env.OPENAI_API_KEY}"
     assert models["openai"].effective_base_url == "https://api.openai.com/v1"
-    route = Route.objects.get(id="demo-route")
-    assert route.domains == ["localhost", "127.0.0.1"]
-    assert route.ref_ids(RouteRef.EDIT) == ["demo-openai", "demo-gemini", "demo-cloud-temple"]
-    assert route.ref_ids(RouteRef.GENERATION) == ["demo-openai"]
-    assert not ApiKey.objects.exists()  # the demo route stays open
+    assert "demo" in models["local"].name.lower() and "demo" in PROVIDERS["local"].name.lower()
+    local_route = Route.objects.get(id="demo-route")
+    assert local_route.domains == ["localhost", "127.0.0.1"]
+    assert local_route.ref_ids(RouteRef.EDIT) == ["demo-local"]
+    assert local_route.ref_ids(RouteRef.GENERATION) == ["demo-local"]
+    providers_route = Route.objects.get(id="demo-providers")
+    assert providers_route.domains == ["localhost/openai", "127.0.0.1/openai"]
+    assert providers_route.ref_ids(RouteRef.EDIT) == ["demo-openai", "demo-gemini", "demo-cloud-temple"]
+    assert providers_route.ref_ids(RouteRef.GENERATION) == ["demo-openai"]
+    assert not ApiKey.objects.exists()  # the demo routes stay open
 
 
 def test_seeding_twice_changes_nothing() -> None:
@@ -618,27 +628,87 @@ def test_seeding_twice_changes_nothing() -> None:
 
     second = run("seed_entities")
 
-    assert first.strip() == "imported 7 image models, 1 route, 0 API keys (8 created, 0 updated)"
-    assert second.strip() == "imported 7 image models, 1 route, 0 API keys (0 created, 0 updated, 8 unchanged)"
+    assert first.strip() == "demo set: imported 8 image models, 2 routes, 0 API keys (10 created, 0 updated)"
+    assert second.strip() == (
+        "demo set: 0 created, 10 already there and left as they are (seed_entities --reset-demo restores them)"
+    )
     assert db_state() == before
 
 
-def test_the_demo_openai_entity_points_at_demo_openai_base_url_when_set(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_seeding_keeps_an_operators_changes_to_demo_entities() -> None:
     run("seed_entities")
-    monkeypatch.setenv("DEMO_OPENAI_BASE_URL", "http://127.0.0.1:8765/v1")
+    Route.objects.filter(id="demo-providers").update(edit_retries=2)
+    gemini = ImageModel.objects.get(id="demo-gemini")
+    gemini.base_url = "https://gemini-proxy.example.com/v1beta"
+    gemini.token = "AIza-operator-literal-token-1234"
+    gemini.save()
+    before = db_state()
+
+    run("seed_entities")
+
+    assert db_state() == before
+    assert Route.objects.get(id="demo-providers").edit_retries == 2
+    gemini = ImageModel.objects.get(id="demo-gemini")
+    assert gemini.base_url == "https://gemini-proxy.example.com/v1beta"
+    assert gemini.token == "AIza-operator-literal-token-1234"
+
+
+def test_seeding_recreates_only_the_demo_entities_that_are_missing() -> None:
+    run("seed_entities")
+    Route.objects.filter(id="demo-providers").update(edit_retries=2)
+    Route.objects.filter(id="demo-route").delete()
 
     output = run("seed_entities")
 
-    assert "1 updated" in output
+    assert output.strip() == (
+        "demo set: 1 created, 9 already there and left as they are (seed_entities --reset-demo restores them)"
+    )
+    assert Route.objects.get(id="demo-route").ref_ids(RouteRef.EDIT) == ["demo-local"]
+    assert Route.objects.get(id="demo-providers").edit_retries == 2
+
+
+def test_reset_demo_restores_the_demo_entities_on_purpose(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY", "unused-here")
+    run("seed_entities")
+    pristine = entities_export(with_secrets=True)
+    Route.objects.filter(id="demo-providers").update(edit_retries=2)
+    ImageModel.objects.filter(id="demo-gemini").update(base_url="https://gemini-proxy.example.com/v1beta")
+    gemini = ImageModel.objects.get(id="demo-gemini")
+    gemini.token = "AIza-operator-literal-token-1234"
+    gemini.save()
+
+    output = run("seed_entities", "--reset-demo")
+
+    assert (
+        output.strip() == "demo set: imported 8 image models, 2 routes, 0 API keys (0 created, 2 updated, 8 unchanged)"
+    )
+    assert entities_export(with_secrets=True) == pristine
+
+
+def test_reset_demo_takes_no_file(tmp_path: Path) -> None:
+    with pytest.raises(CommandError, match="--reset-demo restores the demo set; it takes no FILE"):
+        run("seed_entities", "--reset-demo", write_json(tmp_path, {}))
+
+
+def test_the_demo_openai_entity_points_at_demo_openai_base_url_when_created_or_reset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DEMO_OPENAI_BASE_URL", "http://127.0.0.1:8765/v1")
+    run("seed_entities")
     assert ImageModel.objects.get(id="demo-openai").effective_base_url == "http://127.0.0.1:8765/v1"
+
+    # Once it exists, a plain seed leaves it alone; a reset reads the variable again.
+    monkeypatch.setenv("DEMO_OPENAI_BASE_URL", "http://127.0.0.1:9999/v1")
+    run("seed_entities")
+    assert ImageModel.objects.get(id="demo-openai").effective_base_url == "http://127.0.0.1:8765/v1"
+    run("seed_entities", "--reset-demo")
+    assert ImageModel.objects.get(id="demo-openai").effective_base_url == "http://127.0.0.1:9999/v1"
 
 
 def test_seeding_keeps_entities_that_are_not_part_of_the_demo(imported: dict[str, Any]) -> None:
     run("seed_entities")
 
-    assert ImageModel.objects.count() == 10
+    assert ImageModel.objects.count() == 11
     assert ApiKey.objects.filter(id="key-mobile-app").exists()
 
 
