@@ -27,6 +27,11 @@ from entities.forms import (
 )
 from entities.models import AdminToken, ApiKey, ImageModel, Route, RouteRef, mask_secret
 
+# Branded as the gateway (Django's default says "Django administration"); "View site" opens `/`.
+admin.site.site_header = "Image gateway"
+admin.site.site_title = "Image gateway admin"
+admin.site.index_title = "Image models, routes and API keys"
+
 
 class _OptionEnabledFilter(admin.SimpleListFilter):
     """Filters on `<group>.enabled` inside a JSON column; a missing key counts as off."""

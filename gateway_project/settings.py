@@ -136,6 +136,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]  # the site's own files (favicon), next to templates/
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(BASE_DIR / "media")))
 # Where response_format=url images are kept. Several instances need one shared store, e.g.
 # MEDIA_STORAGE_BACKEND=storages.backends.s3.S3Storage with django-storages installed.

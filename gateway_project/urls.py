@@ -6,6 +6,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
 from edits_api import metrics, results, views
+from gateway_project import pages
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -13,6 +14,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 urlpatterns = [
+    path("", pages.home, name="home"),
+    path("favicon.ico", pages.favicon, name="favicon"),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
