@@ -167,22 +167,24 @@ def _font(image_width: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=max(12, image_width // 28))
 
 
-def write_text(image: Image.Image, text: str) -> Image.Image:
-    """The text on a translucent band at the bottom of the image, wrapped to its width."""
+def write_text(image: Image.Image, text: str, box: tuple[int, int, int, int] | None = None) -> Image.Image:
+    """The text on a translucent band at the bottom of `box` (default: the whole image), wrapped."""
+    left, top, right, bottom = box or (0, 0, image.width, image.height)
+    width, height = right - left, bottom - top
     if len(text) > _TEXT_MAX_CHARS:
         text = text[: _TEXT_MAX_CHARS - 1] + "…"
-    font = _font(image.width)
-    margin = max(4, image.width // 40)
+    font = _font(width)
+    margin = max(4, width // 40)
     char_width = max(1.0, font.getlength("abcdefghijklmnopqrstuvwxyz") / 26)
-    lines = textwrap.wrap(text, width=max(8, int((image.width - 2 * margin) / char_width)))[:8] or [""]
     line_height = int((font.size if isinstance(font, ImageFont.FreeTypeFont) else 11) * 1.25)
-    band_height = min(image.height, line_height * len(lines) + 2 * margin)
+    fits = max(1, min(8, (height - 2 * margin) // line_height))
+    lines = textwrap.wrap(text, width=max(8, int((width - 2 * margin) / char_width)))[:fits] or [""]
+    band_height = min(height, line_height * len(lines) + 2 * margin)
     overlay = Image.new("RGBA", image.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
-    draw.rectangle((0, image.height - band_height, image.width, image.height), fill=(0, 0, 0, 150))
-    top = image.height - band_height + margin
+    draw.rectangle((left, bottom - band_height, right, bottom), fill=(0, 0, 0, 150))
     for index, line in enumerate(lines):
-        draw.text((margin, top + index * line_height), line, font=font, fill=(255, 255, 255, 255))
+        draw.text((left + margin, bottom - band_height + margin + index * line_height), line, font=font, fill="white")
     return Image.alpha_composite(image, overlay)
 
 
@@ -310,12 +312,14 @@ class LocalAdapter(ProviderAdapter):
                 # Resized before the text is written and the mask applied, so both stay sharp.
                 edited = edited.resize(target, Image.Resampling.LANCZOS)
                 done.append(f"resized to {target[0]}x{target[1]}")
+            region = _edit_region(request.mask, edited.size) if request.mask is not None else None
             if plan.empty:
-                edited = write_text(edited, request.prompt)
+                # Inside the masked region when there is one, or the text would be masked away.
+                edited = write_text(edited, request.prompt, region.getbbox() if region else None)
                 done.append("prompt written on the image")
-            if request.mask is not None:
+            if region is not None:
                 kept = original if original.size == edited.size else original.resize(edited.size)
-                edited = Image.composite(edited, kept, _edit_region(request.mask, edited.size))
+                edited = Image.composite(edited, kept, region)
             return _result([edited] * request.n, request, "local demo: " + (", ".join(done) or "unchanged"))
 
     def generate(self, connection: Connection, request: ImageRequest) -> ImageResult:
