@@ -12,18 +12,18 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.forms import ModelForm
-from django.http import HttpRequest
-from django.utils.html import format_html, format_html_join
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import reverse
+from django.utils.html import conditional_escape, format_html, format_html_join
 
 from entities import services
+from entities.catalog import PROVIDERS
 from entities.forms import (
-    CONNECTION_KEYS,
-    OPTION_GROUPS,
     ApiKeyForm,
     ImageModelForm,
     RouteForm,
     RouteRefFormSet,
-    option_field_name,
+    image_model_sections,
 )
 from entities.models import AdminToken, ApiKey, ImageModel, Route, RouteRef, mask_secret
 
@@ -62,35 +62,60 @@ class GenerationFilter(_OptionEnabledFilter):
     group = "generation"
 
 
-def _option_fieldset(group: str, title: str) -> tuple[str, Any]:
-    return (title, {"fields": [option_field_name(group, key) for key in OPTION_GROUPS[group]]})
-
-
 @admin.register(ImageModel)
 class ImageModelAdmin(admin.ModelAdmin):
+    """The form shows what the chosen provider takes (entities.forms.image_model_sections).
+
+    The provider comes from the submitted form, else `?provider=` (the add page's provider
+    links, and the script that reloads the page when the provider changes), else the entity.
+    """
+
     form = ImageModelForm
     list_display = ("id", "name", "provider", "editing", "generating", "masked_token")
     list_filter = ("provider", EditingFilter, GenerationFilter)
     search_fields = ("id", "name")
     actions = ("enable_editing", "disable_editing")
-    fieldsets = (
-        (None, {"fields": ["id", "name", "description", "provider"]}),
-        (
-            "Connection",
-            {"fields": ["base_url", "new_token", "clear_token", "timeout_ms", *CONNECTION_KEYS]},
-        ),
-        _option_fieldset("edition", "Editing (options.edition)"),
-        _option_fieldset("generation", "Generation (options.generation)"),
-        (
-            "Models a client may ask for",
-            {
-                "fields": ["models_include", "models_exclude"],
-                "description": "JSON lists of regular expressions over the model name.",
-            },
-        ),
-        ("Labels", {"fields": ["tags", "metadata"], "classes": ["collapse"]}),
-        ("History", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
-    )
+
+    class Media:
+        js = ("gateway/admin/image_model.js",)
+
+    def _provider_key(self, request: HttpRequest, obj: ImageModel | None) -> str | None:
+        candidates = [request.POST.get("provider"), request.GET.get("provider"), obj.provider if obj else None]
+        return next((c for c in candidates if c in PROVIDERS), None)
+
+    def get_form(self, request: HttpRequest, obj: ImageModel | None = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        return type(form.__name__, (form,), {"provider_key": self._provider_key(request, obj)})
+
+    def get_fieldsets(self, request: HttpRequest, obj: ImageModel | None = None) -> Any:
+        provider = self._provider_key(request, obj)
+        extra = obj.connection_extra if obj is not None and obj.provider == provider else {}
+        fieldsets: list[tuple[str | None, dict[str, Any]]] = []
+        for section in image_model_sections(provider, extra if isinstance(extra, dict) else {}):
+            options: dict[str, Any] = {"fields": list(section.fields)}
+            if section.description:
+                # Django renders descriptions as HTML; an Azure reason quotes the stored api_version.
+                options["description"] = conditional_escape(section.description)
+            if section.collapsed:
+                options["classes"] = ["collapse"]
+            fieldsets.append((section.title, options))
+        if provider is None:
+            links = format_html_join(
+                " · ", '<a href="?provider={}">{}</a>', ((p.key, p.name) for p in PROVIDERS.values())
+            )
+            fieldsets[0][1]["description"] = format_html(
+                "Choose the provider first: its connection and options appear next. {}", links
+            )
+        if obj is not None:
+            fieldsets.append(("History", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}))
+        return fieldsets
+
+    def response_add(self, request: HttpRequest, obj: ImageModel, post_url_continue: str | None = None) -> Any:
+        # Saved from the page that showed no provider yet: go on to the fields of the one chosen.
+        if request.GET.get("provider") not in PROVIDERS and "_addanother" not in request.POST:
+            self.message_user(request, f"Added {obj}. Now set its connection and options.", messages.SUCCESS)
+            return HttpResponseRedirect(reverse("admin:entities_imagemodel_change", args=[obj.pk]))
+        return super().response_add(request, obj, post_url_continue)
 
     def get_readonly_fields(self, request: HttpRequest, obj: ImageModel | None = None) -> list[str]:
         # The id is the import/export key: changing it here would copy the entity, not rename it.
@@ -154,7 +179,7 @@ class RouteAdmin(admin.ModelAdmin):
     fieldsets = (
         (None, {"fields": ["id", "name", "enabled", "domains"]}),
         (
-            "Images edit plugin",
+            "Edits",
             {
                 "fields": [
                     "edit_plugin_enabled",
@@ -167,7 +192,7 @@ class RouteAdmin(admin.ModelAdmin):
             },
         ),
         (
-            "Images generation plugin",
+            "Generations",
             {"fields": ["generation_plugin_enabled", "generation_decode", "generation_fallback"]},
         ),
         ("History", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),

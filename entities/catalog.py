@@ -173,3 +173,31 @@ def provider_can(provider_key: str, operation: Operation, connection_extra: dict
     """Whether the provider (by catalog key) serves the operation."""
     provider = PROVIDERS.get(provider_key)
     return provider is not None and provider.can(operation, connection_extra)
+
+
+# --- what the admin suggests for open values (an operator may still type another model or size) ----
+# Fixed value sets (quality, formats, ...) are entities.vocabulary's.
+
+_OPENAI_SIZES = ("auto", "1024x1024", "1536x1024", "1024x1536", "256x256", "512x512", "1792x1024", "1024x1792")
+# Gemini takes an aspect ratio; the gateway maps WxH to the nearest one.
+_GEMINI_SIZES = ("1024x1024", "832x1248", "1248x832", "864x1184", "1184x864", "768x1344", "1344x768", "1536x672")
+SIZE_SUGGESTIONS: dict[str, tuple[str, ...]] = {
+    "openai": _OPENAI_SIZES,
+    "cloud-temple": _OPENAI_SIZES,
+    "azure-openai": _OPENAI_SIZES,
+    "gemini": _GEMINI_SIZES,
+    "x-ai": ("1024x1024",),
+    "luma": ("1024x1024", "1344x768", "768x1344"),
+    "hive": ("1024x1024", "1344x768", "768x1344"),
+    "local": ("512x512", "1024x1024", "1536x1024", "1024x1536", "2048x2048"),
+}
+MODEL_SUGGESTIONS: dict[str, tuple[str, ...]] = {
+    "openai": ("gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "gpt-image-2", "dall-e-2", "dall-e-3"),
+    "cloud-temple": ("gpt-image-1",),
+    "azure-openai": ("gpt-image-1", "gpt-image-1-mini", "dall-e-3"),
+    "gemini": ("gemini-3.1-flash-image", "gemini-3-pro-image", "gemini-2.5-flash-image"),
+    "x-ai": ("grok-2-image", "grok-imagine-image"),
+    "luma": ("photon-1", "photon-flash-1"),
+    "hive": ("black-forest-labs/flux-schnell",),
+    "local": ("pillow",),
+}

@@ -1,19 +1,27 @@
-"""Admin forms: structured fields over the entities' JSON columns, and write-only secrets.
+"""Admin forms: structured fields over the entities' JSON columns, shaped by the chosen provider.
 
-The option fields are built from `EDITION_OPTIONS` / `GENERATION_OPTIONS` and validated by
-`validate_options`, so the form and the importer accept exactly the same values.
+An image model's form shows only what its provider takes: the connection fields it uses (Azure's
+only for Azure, none for the built-in local provider), the editing and generation defaults where
+the provider can do them (else the reason it cannot), choices where the values form a fixed list.
+The option fields are checked by the model's `validate_options`, so the form refuses what the
+importer refuses; values the form offers as choices keep any other stored value selectable.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
 from entities import services, vocabulary
+from entities.catalog import MODEL_SUGGESTIONS, PROVIDERS, SIZE_SUGGESTIONS, Operation
 from entities.models import (
+    DEFAULT_TIMEOUT_MS,
     EDITION_OPTIONS,
     GENERATION_OPTIONS,
     ApiKey,
@@ -23,9 +31,53 @@ from entities.models import (
     validate_options,
 )
 
-# The Azure connection keys; the model refuses them on any other provider.
-CONNECTION_KEYS = ("resource_name", "deployment_id", "api_version")
+# Every provider-specific connection key the catalog knows (today: Azure's).
+CONNECTION_KEYS = tuple(dict.fromkeys(key for p in PROVIDERS.values() for key in p.extra_connection_keys))
 OPTION_GROUPS: dict[str, dict[str, type]] = {"edition": EDITION_OPTIONS, "generation": GENERATION_OPTIONS}
+_GROUP_OPERATION = {"edition": Operation.EDIT, "generation": Operation.GENERATION}
+# The defaults most operators set; the rest sit in a collapsed "more" section.
+_MAIN_OPTIONS = ("enabled", "model", "n", "size", "quality")
+
+_OPTION_LABELS = {
+    "model": "Default model",
+    "n": "Images per request",
+    "size": "Size",
+    "quality": "Quality",
+    "background": "Background",
+    "response_format": "Answer with",
+    "output_format": "Image format",
+    "output_compression": "Compression (%)",
+    "input_fidelity": "Input fidelity",
+    "style": "Style",
+    "moderation": "Moderation",
+    "complexity": "Complexity",
+    "frame_count": "Frames (gif)",
+    "frame_duration_ms": "Frame duration (ms, gif)",
+}
+# Bounds the browser's number box shows (the model's checks decide).
+_INTEGER_BOUNDS = {
+    "n": (1, 10),
+    "output_compression": (0, 100),
+    "frame_count": (2, 16),
+    "frame_duration_ms": (10, 655_350),
+}
+_OPTION_HELP = {
+    "model": "Used when the client names none; empty: the provider's default.",
+    "n": "1 to 10.",
+    "size": "WIDTHxHEIGHT or auto.",
+    "output_compression": "0 to 100, for jpeg and webp images.",
+}
+_CHOICE_LABELS = {
+    "url": "a link to the image, on this gateway",
+    "b64_json": "the image inside the answer (base64)",
+    "high": "high",
+    "low": "low",
+}
+_CONNECTION_LABELS = {
+    "resource_name": ("Resource name", "The Azure OpenAI resource: https://NAME.openai.azure.com."),
+    "deployment_id": ("Deployment", "The deployment of the image model in that resource."),
+    "api_version": ("API version", "e.g. 2025-04-01-preview; editing needs this one or later."),
+}
 
 
 def option_field_name(group: str, key: str) -> str:
@@ -43,21 +95,55 @@ class _OptionValidator:
         validate_options({self.key: value}, self.allowed)
 
 
+class SuggestionsInput(forms.TextInput):
+    """A text box with a list of usual values the browser offers as the operator types."""
+
+    def __init__(self, suggestions: tuple[str, ...] = (), attrs: dict[str, Any] | None = None) -> None:
+        super().__init__(attrs)
+        self.suggestions = suggestions
+
+    def render(self, name: str, value: Any, attrs: dict[str, Any] | None = None, renderer: Any = None) -> SafeString:
+        if not self.suggestions:
+            return super().render(name, value, attrs, renderer)
+        list_id = f"{name}_suggestions"
+        box = super().render(name, value, {**(attrs or {}), "list": list_id}, renderer)
+        options = format_html_join("", '<option value="{}">', ((item,) for item in self.suggestions))
+        return format_html('{}<datalist id="{}">{}</datalist>', box, list_id, options)
+
+
+def _choices(values: tuple[str, ...]) -> list[tuple[str, str]]:
+    return [("", "— provider default —"), *((v, _CHOICE_LABELS.get(v, v)) for v in values)]
+
+
 def _option_field(group: str, key: str, expected: type) -> forms.Field:
-    label = key.replace("_", " ")
+    operation = _GROUP_OPERATION[group]
     validators = [_OptionValidator(key, OPTION_GROUPS[group])]
+    label = _OPTION_LABELS.get(key, key.replace("_", " ").capitalize())
+    help_text = _OPTION_HELP.get(key, "")
     if expected is bool:
         return forms.BooleanField(
             required=False,
-            label=label,
-            help_text="Off by default." if key == "enabled" else "",
+            label=f"{operation.gerund.capitalize()} on",
+            help_text=f"Off by default: until it is on, clients asking this image model to {operation.verb} get a 403.",
         )
     if expected is int:
-        return forms.IntegerField(required=False, label=label, validators=validators)
+        low, high = _INTEGER_BOUNDS.get(key, (None, None))
+        # The bounds go to the browser only; the model's own check words the error once.
+        widget = forms.NumberInput(attrs={"min": low, "max": high} if low is not None else {})
+        return forms.IntegerField(
+            required=False, label=label, help_text=help_text, validators=validators, widget=widget
+        )
     if key in vocabulary.CHOICES:
-        choices = [("", "— provider default —"), *((v, v) for v in vocabulary.CHOICES[key])]
-        return forms.ChoiceField(required=False, label=label, choices=choices, validators=validators)
-    return forms.CharField(required=False, label=label, validators=validators)
+        if key == "quality":
+            help_text = "standard and hd work with every model: the gateway translates them."
+        return forms.ChoiceField(
+            required=False,
+            label=label,
+            choices=_choices(vocabulary.CHOICES[key]),
+            validators=validators,
+            help_text=help_text,
+        )
+    return forms.CharField(required=False, label=label, help_text=help_text, validators=validators)
 
 
 def _option_fields() -> dict[str, forms.Field]:
@@ -68,16 +154,91 @@ def _option_fields() -> dict[str, forms.Field]:
     }
 
 
+def _connection_fields() -> dict[str, forms.Field]:
+    fields: dict[str, forms.Field] = {}
+    for key in CONNECTION_KEYS:
+        label, help_text = _CONNECTION_LABELS.get(key, (key.replace("_", " ").capitalize(), ""))
+        fields[key] = forms.CharField(required=False, label=label, help_text=help_text)
+    return fields
+
+
+@dataclass(frozen=True)
+class Section:
+    """One fieldset of the image-model form, in an operator's words."""
+
+    title: str | None
+    fields: tuple[str, ...]
+    description: str = ""
+    collapsed: bool = False
+
+
+def image_model_sections(provider_key: str | None, connection_extra: dict[str, Any]) -> list[Section]:
+    """What the image-model form shows for this provider; without one, only the first choices."""
+    sections = [Section(None, ("id", "name", "description", "provider"))]
+    provider = PROVIDERS.get(provider_key or "")
+    if provider is None:
+        return sections
+    if provider.needs_network:
+        fields = ("base_url", "new_token", "clear_token", "timeout_ms", *provider.extra_connection_keys)
+        sections.append(Section("Connection", fields))
+    else:
+        sections.append(
+            Section("Connection", (), "Built into the gateway: no address, no token and no network needed.")
+        )
+    for group, allowed in OPTION_GROUPS.items():
+        operation = _GROUP_OPERATION[group]
+        title = operation.gerund.capitalize()
+        if not provider.can(operation, connection_extra):
+            reason = provider.cannot_reason(operation, connection_extra)
+            sections.append(Section(title, (), f"{reason[0].upper()}{reason[1:]}, so {operation.gerund} stays off."))
+            continue
+        main = tuple(option_field_name(group, key) for key in _MAIN_OPTIONS if key in allowed)
+        more = tuple(option_field_name(group, key) for key in allowed if key not in _MAIN_OPTIONS)
+        sections.append(Section(title, main))
+        sections.append(Section(f"More {operation.gerund} defaults", more, collapsed=True))
+    sections.append(
+        Section(
+            "Models clients may ask for",
+            ("models_include", "models_exclude"),
+            "Regular expressions over the model name, one per line, matched whole.",
+        )
+    )
+    sections.append(Section("Labels", ("tags", "metadata"), collapsed=True))
+    return sections
+
+
+class LinesField(forms.Field):
+    """A list of strings edited as one entry per line."""
+
+    widget = forms.Textarea(attrs={"rows": 3})
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return "\n".join(str(v) for v in value)
+        return value
+
+    def to_python(self, value: Any) -> list[str]:
+        if isinstance(value, list):
+            return value
+        return [line.strip() for line in str(value or "").splitlines() if line.strip()]
+
+
 # Declared as a class so the admin's fieldsets can name these fields; ModelForm comes first in
 # the subclass's bases, as Django asks when mixing the two.
 if TYPE_CHECKING:
     _OptionFieldsForm = forms.Form
 else:
-    _OptionFieldsForm = type("_OptionFieldsForm", (forms.Form,), _option_fields())
+    _OptionFieldsForm = type("_OptionFieldsForm", (forms.Form,), {**_option_fields(), **_connection_fields()})
 
 
 class ImageModelForm(forms.ModelForm, _OptionFieldsForm):
-    """Edits an image model without ever rendering its token, and composes the option dicts."""
+    """Edits an image model without ever rendering its token, and composes the option dicts.
+
+    `provider_key` (set by the admin from the request) decides which fields exist; without it the
+    form takes the provider from its data or its instance.
+    """
+
+    provider_key: str | None = None
 
     # Not named `token`: the admin lists form fields in Meta.fields, and a model field name there
     # would let the ModelForm overwrite the stored token with the empty input.
@@ -91,12 +252,19 @@ class ImageModelForm(forms.ModelForm, _OptionFieldsForm):
     )
     # A scheme-less URL means https: providers are never reached over plain http by accident.
     base_url = forms.URLField(
-        required=False, max_length=500, assume_scheme="https", help_text="Empty: the provider's default."
+        required=False, max_length=500, assume_scheme="https", label="Base URL", help_text="Empty: the provider's."
     )
     clear_token = forms.BooleanField(required=False, label="Remove the stored token")
-    resource_name = forms.CharField(required=False, help_text="Azure OpenAI only.")
-    deployment_id = forms.CharField(required=False, help_text="Azure OpenAI only.")
-    api_version = forms.CharField(required=False, help_text="Azure OpenAI only, e.g. 2025-04-01-preview.")
+    # Optional: a form saved before the provider's fields were shown gets the default.
+    timeout_ms = forms.IntegerField(
+        required=False,
+        min_value=1,
+        label="Timeout (ms)",
+        help_text=f"How long one call to the provider may take; empty: {DEFAULT_TIMEOUT_MS}.",
+    )
+    models_include = LinesField(required=False, label="Allowed", help_text="Empty: any model.")
+    models_exclude = LinesField(required=False, label="Refused", help_text="Wins over Allowed.")
+    tags = LinesField(required=False, help_text="One per line.")
 
     class Meta:
         model = ImageModel
@@ -112,22 +280,57 @@ class ImageModelForm(forms.ModelForm, _OptionFieldsForm):
             "models_include",
             "models_exclude",
         ]
+        labels = {"id": "Id"}
+        help_texts = {"id": "The stable key in exports and imports; it cannot change later."}
+        widgets = {"description": forms.Textarea(attrs={"rows": 2})}
 
     # JSON fields whose empty input means their default rather than JSON null.
-    _json_defaults: dict[str, Any] = {"tags": [], "metadata": {}, "models_include": [], "models_exclude": []}
+    _json_defaults: dict[str, Any] = {"metadata": {}}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         instance: ImageModel = self.instance
+        self.provider = self._chosen_provider()
+        if self.provider and not self.is_bound:
+            self.initial["provider"] = self.provider
+        # Azure's editing depends on its api_version: judged on what is stored, for this provider.
+        stored_extra = instance.connection_extra if isinstance(instance.connection_extra, dict) else {}
+        self.connection_extra = stored_extra if self.provider == instance.provider else {}
+        self.sections = image_model_sections(self.provider, self.connection_extra)
+        shown = {name for section in self.sections for name in section.fields}
+        for name in list(self.fields):
+            if name not in shown:
+                del self.fields[name]
+        self._fill_initial(instance, stored_extra)
+
+    def _chosen_provider(self) -> str | None:
+        candidates = [self.provider_key, self.data.get("provider") if self.is_bound else None]
+        candidates += [self.initial.get("provider"), self.instance.provider]
+        return next((c for c in candidates if c in PROVIDERS), None)
+
+    def _fill_initial(self, instance: ImageModel, stored_extra: dict[str, Any]) -> None:
         for group in OPTION_GROUPS:
             stored = getattr(instance, group) or {}
             for key, value in stored.items():
                 name = option_field_name(group, key)
-                if name in self.fields:
-                    self.initial.setdefault(name, value)
-        extra = instance.connection_extra if isinstance(instance.connection_extra, dict) else {}
+                field = self.fields.get(name)
+                if field is None:
+                    continue
+                self.initial.setdefault(name, value)
+                if isinstance(field, forms.ChoiceField):
+                    choices = list(field.choices)  # type: ignore[arg-type]
+                    if value not in {choice for choice, _ in choices}:
+                        field.choices = [*choices, (value, f"{value} (stored)")]  # imported, kept selectable
+        for group in OPTION_GROUPS:
+            for key, suggestions in (("model", MODEL_SUGGESTIONS), ("size", SIZE_SUGGESTIONS)):
+                field = self.fields.get(option_field_name(group, key))
+                if field is not None:
+                    field.widget = SuggestionsInput(suggestions.get(self.provider or "", ()))
         for key in CONNECTION_KEYS:
-            self.initial.setdefault(key, extra.get(key, ""))
+            if key in self.fields:
+                self.initial.setdefault(key, stored_extra.get(key, ""))
+        if "new_token" not in self.fields:
+            return
         if instance.token:
             self.fields["new_token"].help_text = format_html(
                 "Stored: <strong>{}</strong>. Leave empty to keep it; a literal key "
@@ -137,6 +340,10 @@ class ImageModelForm(forms.ModelForm, _OptionFieldsForm):
         else:
             self.fields["clear_token"].disabled = True
             self.fields["new_token"].help_text = "No token stored. " + str(self.fields["new_token"].help_text)
+
+    def clean_timeout_ms(self) -> int:
+        timeout: int | None = self.cleaned_data.get("timeout_ms")
+        return DEFAULT_TIMEOUT_MS if timeout is None else timeout
 
     def clean(self) -> dict[str, Any]:
         super().clean()
@@ -150,6 +357,12 @@ class ImageModelForm(forms.ModelForm, _OptionFieldsForm):
         # full_clean() that follows judges what was typed (e.g. "this provider cannot edit").
         instance: ImageModel = self.instance
         for group, allowed in OPTION_GROUPS.items():
+            if option_field_name(group, "enabled") not in self.fields:
+                # Hidden because the provider cannot do it: the stored defaults stay, switched off.
+                stored = getattr(instance, group) or {}
+                if stored.get("enabled"):
+                    setattr(instance, group, {**stored, "enabled": False})
+                continue
             options: dict[str, Any] = {}
             for key in allowed:
                 value = cleaned.get(option_field_name(group, key))
@@ -158,7 +371,13 @@ class ImageModelForm(forms.ModelForm, _OptionFieldsForm):
                 elif value not in (None, ""):
                     options[key] = value
             setattr(instance, group, options)
-        instance.connection_extra = {k: cleaned[k] for k in CONNECTION_KEYS if cleaned.get(k)}
+        provider = PROVIDERS.get(self.provider or "")
+        if provider is not None and not provider.needs_network:
+            # Built in: keeps no address, token or provider keys from a provider it was before.
+            instance.base_url, instance.token, instance.connection_extra = "", "", {}
+            return cleaned
+        keys = provider.extra_connection_keys if provider else ()
+        instance.connection_extra = {k: cleaned[k] for k in keys if cleaned.get(k)}
         if cleaned.get("new_token"):
             instance.token = cleaned["new_token"]
         elif cleaned.get("clear_token"):
@@ -173,7 +392,16 @@ class ImageModelForm(forms.ModelForm, _OptionFieldsForm):
             "connection_extra": NON_FIELD_ERRORS,
             "token": "new_token",
         }
-        super().add_error(field, _moved_errors(field, _option_errors_on_their_fields(error), targets))
+        moved = _moved_errors(field, _option_errors_on_their_fields(error), targets)
+        if isinstance(moved, ValidationError) and hasattr(moved, "error_dict"):
+            # An error on a field this provider's form does not show goes on top, not lost.
+            fields = {name for name in moved.error_dict if name in self.fields or name == NON_FIELD_ERRORS}
+            if fields != set(moved.error_dict):
+                hidden = {name: errors for name, errors in moved.error_dict.items() if name not in fields}
+                kept = {name: errors for name, errors in moved.error_dict.items() if name in fields}
+                kept.setdefault(NON_FIELD_ERRORS, []).extend(e for errors in hidden.values() for e in errors)
+                moved = ValidationError(kept)
+        super().add_error(field, moved)
 
 
 def _option_errors_on_their_fields(error: Any) -> Any:
@@ -201,33 +429,54 @@ def _moved_errors(field: str | None, error: Any, targets: dict[str, str]) -> Any
     return ValidationError(moved)
 
 
-class LinesField(forms.Field):
-    """A list of strings edited as one entry per line."""
-
-    widget = forms.Textarea(attrs={"rows": 4})
-
-    def prepare_value(self, value: Any) -> Any:
-        if isinstance(value, list):
-            return "\n".join(str(v) for v in value)
-        return value
-
-    def to_python(self, value: Any) -> list[str]:
-        if isinstance(value, list):
-            return value
-        return [line.strip() for line in str(value or "").splitlines() if line.strip()]
-
-
 class PluginStateSelect(forms.NullBooleanSelect):
     """Null means the plugin is absent from the route, which differs from present but off."""
 
     def __init__(self, attrs: dict[str, Any] | None = None) -> None:
         super().__init__(attrs)
-        self.choices = [("unknown", "absent"), ("true", "enabled"), ("false", "present, disabled")]
+        self.choices = [("unknown", "not on this route"), ("true", "on"), ("false", "off (answers 404)")]
+
+
+MEGABYTE = 2**20
+
+
+def megabytes(size: int) -> str:
+    """Bytes as MB for a person: whole when exact, else up to three decimals."""
+    text = f"{Decimal(size) / MEGABYTE:.3f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+class MegabytesField(forms.Field):
+    """A byte count the operator reads and types in MB (1 MB = 1,048,576 bytes)."""
+
+    widget = forms.TextInput(attrs={"inputmode": "decimal", "size": 10})
+
+    def prepare_value(self, value: Any) -> Any:
+        return megabytes(value) if isinstance(value, int) else value
+
+    def to_python(self, value: Any) -> int | None:
+        if value in (None, ""):
+            return None
+        if isinstance(value, int):
+            return value
+        try:
+            amount = Decimal(str(value).strip().replace(",", "."))
+        except InvalidOperation:
+            raise ValidationError("Enter a number of megabytes, e.g. 100 or 0.5.") from None
+        if not amount.is_finite() or amount <= 0:
+            raise ValidationError("Enter a number of megabytes above 0.")
+        if amount > 1024 * 1024:
+            raise ValidationError("At most 1,048,576 MB (1 TB).")
+        return int(amount * MEGABYTE)
 
 
 class RouteForm(forms.ModelForm):
     domains = LinesField(
         help_text="One per line: 'host' or 'host/prefix'; '*' matches any host.",
+    )
+    max_size_upload = MegabytesField(
+        label="Largest request (MB)",
+        help_text="The whole upload, images and fields; larger requests get 413 before any provider call.",
     )
 
     class Meta:
@@ -251,11 +500,32 @@ class RouteForm(forms.ModelForm):
             "edit_plugin_enabled": PluginStateSelect,
             "generation_plugin_enabled": PluginStateSelect,
         }
-        help_texts = {
-            "edit_fallback": "On a retryable provider failure, try the next ref.",
-            "generation_fallback": "On a retryable provider failure, try the next ref.",
-            "generation_decode": "Answer with the image bytes when exactly one image is asked for.",
+        labels = {
+            "id": "Id",
+            "edit_plugin_enabled": "Edits",
+            "edit_fallback": "Fall back",
+            "edit_fallback_named": "Fall back for named models too",
+            "edit_retries": "Retries per image model",
+            "edit_deadline_ms": "Deadline (ms)",
+            "generation_plugin_enabled": "Generations",
+            "generation_decode": "Answer with the image itself",
+            "generation_fallback": "Fall back",
         }
+        help_texts = {
+            "edit_plugin_enabled": "POST …/v1/images/edits on this route's domains.",
+            "generation_plugin_enabled": "POST …/v1/images/generations on this route's domains.",
+            "edit_fallback": "On a retryable provider failure, try the next image model.",
+            "generation_fallback": "On a retryable provider failure, try the next image model.",
+            "generation_decode": "The image bytes instead of JSON, when exactly one image is asked for.",
+        }
+
+    def clean_max_size_upload(self) -> int | None:
+        size: int | None = self.cleaned_data.get("max_size_upload")
+        stored = self.initial.get("max_size_upload")
+        # An untouched field keeps the exact byte count, which MB with three decimals may round.
+        if isinstance(stored, int) and self.data.get(self.add_prefix("max_size_upload")) == megabytes(stored):
+            return stored
+        return size
 
 
 class RouteRefFormSet(forms.BaseInlineFormSet):

@@ -57,9 +57,9 @@ def _image_model_form(**overrides: Any) -> dict[str, Any]:
         "resource_name": "",
         "deployment_id": "",
         "api_version": "",
-        "models_include": "[]",
-        "models_exclude": "[]",
-        "tags": "[]",
+        "models_include": "",
+        "models_exclude": "",
+        "tags": "",
         "metadata": "{}",
     }
     for group, keys in {
@@ -228,22 +228,30 @@ def test_option_out_of_range_is_shown_on_its_field(admin_client, openai_model):
     assert response.context["adminform"].form.errors["edition_n"] == ["'n' must be between 1 and 10, not 11."]
 
 
-def test_enabling_edition_on_azure_through_the_form_shows_the_model_error(admin_client, azure_model):
+def test_turning_azure_to_an_api_version_that_cannot_edit_shows_the_model_error(admin_client):
+    azure = ImageModel.objects.create(
+        id="img-azure-edits",
+        name="Azure edits",
+        provider="azure-openai",
+        connection_extra={"resource_name": "res", "api_version": "2025-04-01-preview"},
+        edition={"enabled": True},
+    )
+
     response = admin_client.post(
-        _change("imagemodel", azure_model.pk),
+        _change("imagemodel", azure.pk),
         _image_model_form(
-            name="Azure images",
+            name="Azure edits",
             provider="azure-openai",
             resource_name="res",
-            deployment_id="gpt-image-1",
+            api_version="2024-10-21",
             edition_enabled="on",
         ),
     )
 
     assert response.status_code == 200
-    assert "this entity&#x27;s api_version (none) cannot edit" in response.content.decode()
-    azure_model.refresh_from_db()
-    assert azure_model.edition == {}
+    assert "this entity&#x27;s api_version 2024-10-21 cannot edit" in response.content.decode()
+    azure.refresh_from_db()
+    assert azure.connection_extra["api_version"] == "2025-04-01-preview"
 
 
 def test_azure_connection_fields_are_stored_in_connection_extra(admin_client):
@@ -324,7 +332,7 @@ def _route_form(**overrides: Any) -> dict[str, Any]:
         "enabled": "on",
         "domains": "images.example.com\napi.example.com/v1",
         "edit_plugin_enabled": "true",
-        "max_size_upload": "1048576",
+        "max_size_upload": "1",
         "edit_fallback": "on",
         "edit_retries": "1",
         "edit_deadline_ms": "600000",
@@ -384,3 +392,165 @@ def test_route_refs_sharing_a_position_are_refused(admin_client, openai_model):
     assert response.status_code == 200
     assert "share position 0" in response.content.decode()
     assert not Route.objects.filter(pk="r1").exists()
+
+
+# --- forms that fit the provider -------------------------------------------------------------------
+
+
+def _names(html: str) -> set[str]:
+    return set(re.findall(r'name="([a-z_]+)"', html))
+
+
+def _add(query: str = "") -> str:
+    return reverse("admin:entities_imagemodel_add") + query
+
+
+def test_only_the_chosen_providers_connection_fields_show(admin_client, openai_model, azure_model):
+    local = ImageModel.objects.create(id="img-local", name="Local", provider="local")
+
+    openai = _names(admin_client.get(_change("imagemodel", openai_model.pk)).content.decode())
+    azure = _names(admin_client.get(_change("imagemodel", azure_model.pk)).content.decode())
+    local_page = admin_client.get(_change("imagemodel", local.pk)).content.decode()
+
+    assert {"base_url", "new_token", "timeout_ms"} <= openai
+    assert not {"resource_name", "deployment_id", "api_version"} & openai
+    assert {"base_url", "new_token", "resource_name", "deployment_id", "api_version"} <= azure
+    assert not {"base_url", "new_token", "clear_token", "timeout_ms", "resource_name"} & _names(local_page)
+    assert "Built into the gateway: no address, no token and no network needed." in local_page
+    assert {"edition_enabled", "generation_enabled"} <= _names(local_page)
+
+
+def test_editing_options_are_replaced_by_the_reason_where_the_provider_cannot_edit(admin_client, azure_model):
+    xai = ImageModel.objects.create(id="img-xai", name="Grok", provider="x-ai", generation={"enabled": True})
+
+    xai_page = admin_client.get(_change("imagemodel", xai.pk)).content.decode()
+    azure_page = admin_client.get(_change("imagemodel", azure_model.pk)).content.decode()
+
+    assert not any(name.startswith("edition_") for name in _names(xai_page))
+    assert "Grok (xAI) (x-ai) cannot edit images through this gateway, so editing stays off." in xai_page
+    assert {"generation_enabled", "generation_model"} <= _names(xai_page)
+    assert not any(name.startswith("edition_") for name in _names(azure_page))
+    assert "this entity&#x27;s api_version (none) cannot edit, so editing stays off" in azure_page
+
+
+def test_a_hidden_editing_switch_cannot_be_posted_on(admin_client, azure_model):
+    response = admin_client.post(
+        _change("imagemodel", azure_model.pk),
+        _image_model_form(name="Azure images", provider="azure-openai", resource_name="res", edition_enabled="on"),
+    )
+
+    assert response.status_code == 302
+    azure_model.refresh_from_db()
+    assert azure_model.edition_enabled is False
+
+
+def test_the_add_page_asks_for_the_provider_first_then_shows_its_fields(admin_client):
+    first = admin_client.get(_add()).content.decode()
+    azure = admin_client.get(_add("?provider=azure-openai")).content.decode()
+
+    assert _names(first) >= {"id", "name", "description", "provider"}
+    assert not {"base_url", "new_token", "edition_enabled", "resource_name"} & _names(first)
+    assert "Choose the provider first" in first and 'href="?provider=gemini"' in first
+    assert {"resource_name", "api_version", "new_token"} <= _names(azure)
+    assert '<option value="azure-openai" selected>' in azure
+    assert "gateway/admin/image_model.js" in azure  # reloads the page for another provider
+
+
+def test_saving_from_the_first_add_page_goes_on_to_the_providers_fields(admin_client):
+    response = admin_client.post(_add(), {"id": "img-new", "name": "New", "description": "", "provider": "gemini"})
+
+    assert response.status_code == 302
+    assert response["Location"] == _change("imagemodel", "img-new")
+    created = ImageModel.objects.get(pk="img-new")
+    assert (created.provider, created.edition, created.generation) == ("gemini", {"enabled": False}, {"enabled": False})
+
+
+def test_changing_the_provider_shows_the_new_providers_fields(admin_client, openai_model):
+    page = admin_client.get(_change("imagemodel", openai_model.pk) + "?provider=azure-openai").content.decode()
+    assert {"resource_name", "deployment_id", "api_version"} <= _names(page)
+    assert '<option value="azure-openai" selected>' in page
+
+    refused = admin_client.post(
+        _change("imagemodel", openai_model.pk) + "?provider=azure-openai",
+        _image_model_form(provider="azure-openai"),
+    )
+    assert refused.status_code == 200
+    assert "Azure OpenAI needs resource_name (or a base_url)" in refused.content.decode()
+    assert {"resource_name", "api_version"} <= _names(refused.content.decode())
+
+
+def test_switching_to_the_local_provider_drops_the_old_connection(admin_client, openai_model):
+    openai_model.base_url = "https://proxy.example.com/v1"
+    openai_model.save()
+
+    response = admin_client.post(
+        _change("imagemodel", openai_model.pk) + "?provider=local", _image_model_form(provider="local")
+    )
+
+    assert response.status_code == 302
+    openai_model.refresh_from_db()
+    assert (openai_model.provider, openai_model.base_url, openai_model.token) == ("local", "", "")
+
+
+def test_values_with_a_fixed_list_are_choices_and_open_ones_have_suggestions(admin_client, openai_model):
+    openai_model.edition = {"enabled": False, "quality": "ultra"}  # imported, outside the list
+    openai_model.save()
+
+    html = admin_client.get(_change("imagemodel", openai_model.pk)).content.decode()
+
+    quality = re.search(r'<select name="edition_quality".*?</select>', html, re.S)
+    assert quality is not None
+    for value in ("auto", "low", "medium", "high", "standard", "hd"):
+        assert f'<option value="{value}"' in quality.group(0)
+    assert '<option value="ultra" selected>ultra (stored)</option>' in quality.group(0)
+    assert re.search(r'<select name="generation_response_format"[^>]*>.*a link to the image', html, re.S)
+    assert re.search(r'<select name="edition_background"', html)
+    assert 'list="edition_size_suggestions"' in html and '<option value="1536x1024">' in html
+    assert 'list="edition_model_suggestions"' in html and '<option value="gpt-image-1">' in html
+
+
+def test_operator_words_instead_of_json_paths(admin_client, openai_model):
+    html = admin_client.get(_change("imagemodel", openai_model.pk)).content.decode()
+
+    assert "options.edition" not in html and "options.generation" not in html
+    for words in ("Editing", "More editing defaults", "Default model", "Images per request", "Answer with"):
+        assert words in html
+    assert "JSON" not in html
+
+
+def test_model_patterns_are_edited_one_per_line(admin_client, openai_model):
+    url = _change("imagemodel", openai_model.pk)
+
+    response = admin_client.post(
+        url, _image_model_form(models_include="gpt-image-.*\r\ndall-e-2\r\n", models_exclude="", tags="prod\nblue")
+    )
+    assert response.status_code == 302
+    openai_model.refresh_from_db()
+    assert (openai_model.models_include, openai_model.tags) == (["gpt-image-.*", "dall-e-2"], ["prod", "blue"])
+    html = admin_client.get(url).content.decode()
+    assert re.search(r'<textarea name="models_include"[^>]*>\s*gpt-image-.\*\ndall-e-2</textarea>', html)
+
+    refused = admin_client.post(url, _image_model_form(models_include="ok\n[unclosed"))
+    assert refused.status_code == 200
+    errors = refused.context["adminform"].form.errors["models_include"]
+    assert "'[unclosed' is not a valid regular expression" in errors[0]
+
+
+def test_route_upload_limit_is_read_and_typed_in_megabytes(admin_client):
+    admin_client.post(reverse("admin:entities_route_add"), _route_form(id="r-mb", max_size_upload="2.5"))
+    route = Route.objects.get(pk="r-mb")
+    assert route.max_size_upload == 2_621_440
+
+    html = admin_client.get(_change("route", "r-mb")).content.decode()
+    assert "Largest request (MB)" in html and 'name="max_size_upload" value="2.5"' in html
+
+    Route.objects.filter(pk="r-mb").update(max_size_upload=600_000)  # not a round number of MB
+    page = admin_client.get(_change("route", "r-mb")).content.decode()
+    assert 'name="max_size_upload" value="0.572"' in page
+    admin_client.post(_change("route", "r-mb"), _route_form(max_size_upload="0.572"))
+    assert Route.objects.get(pk="r-mb").max_size_upload == 600_000  # untouched: kept to the byte
+
+    refused = admin_client.post(_change("route", "r-mb"), _route_form(max_size_upload="lots"))
+    assert refused.context["adminform"].form.errors["max_size_upload"] == [
+        "Enter a number of megabytes, e.g. 100 or 0.5."
+    ]
