@@ -107,6 +107,17 @@ def test_the_url_curl_answers_a_signed_link_to_the_edited_image(made_run: str) -
     assert sum(sun) > sum(sky) + 15  # the (brighter) sun moved to the left
 
 
+def test_the_generation_curl_draws_an_image_from_the_prompt(made_run: str) -> None:
+    code = example("sh", "8000/v1/images/generations")
+
+    first, again = run_shell(code, made_run), run_shell(code, made_run)
+
+    image = decoded(first)
+    assert (image.format, image.size) == ("PNG", (1536, 1024))
+    assert first["data"][0]["b64_json"] == again["data"][0]["b64_json"]  # the same prompt, the same image
+    assert UsageRecord.objects.filter(endpoint="generations", image_model_id="demo-local", status=200).count() == 2
+
+
 def test_the_sdk_example_runs_as_written(made_run: str) -> None:
     code = example("python", "client.images.edit(")
     done = subprocess.run(

@@ -52,10 +52,17 @@ def local(live_server: Any, transactional_db: None) -> Iterator[Local]:
     )
     image_model.full_clean()
     image_model.save()
-    route = Route(id="local", name="local", domains=["localhost", "127.0.0.1"], edit_plugin_enabled=True)
+    route = Route(
+        id="local",
+        name="local",
+        domains=["localhost", "127.0.0.1"],
+        edit_plugin_enabled=True,
+        generation_plugin_enabled=True,
+    )
     route.full_clean()
     route.save()
     RouteRef.objects.create(route=route, plugin=RouteRef.EDIT, image_model=image_model, position=0)
+    RouteRef.objects.create(route=route, plugin=RouteRef.GENERATION, image_model=image_model, position=0)
     yield Local(live_server.url)
 
 
@@ -182,7 +189,20 @@ def test_inputs_above_16_megapixels_are_refused_before_decoding(local: Local) ->
     assert "16 megapixels" in response.json()["error"]["message"]
 
 
-# -- generations, from the adapter (the generations endpoint is the pipeline's) ----------------------
+# -- generations ----------------------------------------------------------------------------------
+
+
+def test_generation_through_the_gateway_answers_a_drawn_image_and_is_recorded(local: Local) -> None:
+    client = OpenAI(base_url=f"{local.url}/v1", api_key="unused-on-an-open-route")
+
+    result = client.images.generate(prompt="a lighthouse at dusk", size="512x512", n=2, output_format="jpeg")
+
+    assert result.data is not None and len(result.data) == 2
+    images = [Image.open(io.BytesIO(base64.b64decode(item.b64_json or ""))) for item in result.data]
+    assert {(image.format, image.size) for image in images} == {("JPEG", (512, 512))}
+    record = UsageRecord.objects.get()
+    assert (record.endpoint, record.provider, record.status, record.images) == ("generations", "local", 200, 2)
+
 
 CONNECTION = Connection(provider="local", provider_name="Local demo", base_url="", token="", timeout_s=10)
 
