@@ -36,9 +36,9 @@ def examples(section: str) -> list[tuple[str, str]]:
     return re.findall(r"```(\w+)\n(.*?)```", body, re.S)
 
 
-def example(language: str, *needles: str) -> str:
-    found = [code for lang, code in examples("Try an edit") if lang == language and all(n in code for n in needles)]
-    assert len(found) == 1, f"no single {language} example in 'Try an edit' holding {needles}"
+def example(language: str, *needles: str, section: str = "Try an edit") -> str:
+    found = [code for lang, code in examples(section) if lang == language and all(n in code for n in needles)]
+    assert len(found) == 1, f"no single {language} example in {section!r} holding {needles}"
     return found[0]
 
 
@@ -65,6 +65,15 @@ def run_shell(code: str, url: str) -> dict:
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+def run_python(code: str, url: str) -> str:
+    assert README_URL in code
+    done = subprocess.run(
+        [sys.executable, "-c", code.replace(README_URL, url)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def decoded(answer: dict) -> Image.Image:
@@ -108,24 +117,29 @@ def test_the_url_curl_answers_a_signed_link_to_the_edited_image(made_run: str) -
 
 
 def test_the_generation_curl_draws_an_image_from_the_prompt(made_run: str) -> None:
-    code = example("sh", "8000/v1/images/generations")
+    code = example("sh", "8000/v1/images/generations", section="Generate an image")
 
     first, again = run_shell(code, made_run), run_shell(code, made_run)
 
     image = decoded(first)
-    assert (image.format, image.size) == ("PNG", (1536, 1024))
+    assert (image.format, image.size) == ("PNG", (1024, 1024))
     assert first["data"][0]["b64_json"] == again["data"][0]["b64_json"]  # the same prompt, the same image
     assert UsageRecord.objects.filter(endpoint="generations", image_model_id="demo-local", status=200).count() == 2
 
 
-def test_the_sdk_example_runs_as_written(made_run: str) -> None:
-    code = example("python", "client.images.edit(")
-    done = subprocess.run(
-        [sys.executable, "-c", code.replace(README_URL, made_run)], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
+def test_the_sdk_generation_example_runs_with_the_client_of_the_edit_example(made_run: str) -> None:
+    edit = example("python", "client.images.edit(")
+    client = edit[: edit.index("result = ")]  # the import and the client, as a reader carries them over
+    code = client + example("python", "client.images.generate(", section="Generate an image")
 
-    assert done.returncode == 0, done.stderr
-    link = done.stdout.strip()
+    done = run_python(code, made_run)
+
+    assert done.splitlines() == ["2 None"]  # two images; the local provider reports no token usage
+
+
+def test_the_sdk_example_runs_as_written(made_run: str) -> None:
+    link = run_python(example("python", "client.images.edit("), made_run).strip()
+
     fetched = requests.get(link, timeout=10)
     assert fetched.status_code == 200
     image = Image.open(io.BytesIO(fetched.content)).convert("RGB")
