@@ -196,7 +196,7 @@ MODEL_SUGGESTIONS: dict[str, tuple[str, ...]] = {
     "cloud-temple": ("gpt-image-1",),
     "azure-openai": ("gpt-image-1", "gpt-image-1-mini", "dall-e-3"),
     "gemini": ("gemini-3.1-flash-image", "gemini-3-pro-image", "gemini-2.5-flash-image"),
-    "x-ai": ("grok-2-image", "grok-imagine-image"),
+    "x-ai": ("grok-imagine-image", "grok-2-image"),
     "luma": ("photon-1", "photon-flash-1"),
     "hive": ("black-forest-labs/flux-schnell",),
     "local": ("pillow",),

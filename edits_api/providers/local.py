@@ -30,7 +30,15 @@ from dataclasses import dataclass
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont, ImageOps
 
 from edits_api.errors import GatewayError, invalid
-from edits_api.providers.base import Connection, ImageFile, ImageItem, ImageRequest, ImageResult, ProviderAdapter
+from edits_api.providers.base import (
+    Connection,
+    ImageFile,
+    ImageItem,
+    ImageRequest,
+    ImageResult,
+    ProbeResult,
+    ProviderAdapter,
+)
 
 MAX_INPUT_PIXELS = 4096 * 4096
 MAX_OUTPUT_SIDE = 2048
@@ -247,7 +255,8 @@ def _result(images: list[Image.Image], request: ImageRequest, revised: str) -> I
         b64, content_type = encoded[key]
         items.append(ImageItem(b64_json=b64, content_type=content_type, revised_prompt=revised))
     first = images[0]
-    opaque = request.output_format == "jpeg" or request.background == "opaque"
+    fully_opaque = first.getchannel("A").getextrema()[0] == 255
+    opaque = request.output_format == "jpeg" or request.background == "opaque" or fully_opaque
     return ImageResult(
         created=int(time.time()),
         items=items,
@@ -291,6 +300,12 @@ class LocalAdapter(ProviderAdapter):
                     "image",
                     "invalid_image",
                 )
+
+    def probe(self, connection: Connection) -> ProbeResult:
+        """Nothing to connect to: the admin's Test connection says so, and it is never a failure."""
+        return ProbeResult(
+            ok=True, detail=f"{connection.provider_name} is built into the gateway: nothing to call.", called=""
+        )
 
     def check_generate(self, connection: Connection, request: ImageRequest) -> None:
         _check_format(request)
