@@ -60,6 +60,8 @@ def connection_for(image_model: ImageModel) -> Connection:
         token=resolve_secret(image_model.token),
         timeout_s=image_model.timeout_ms / 1000,
         extra={k: str(v) for k, v in image_model.connection_extra.items()},
+        image_hosts=tuple(image_model.image_hosts),
+        allow_private_network=image_model.allow_private_network,
     )
 
 

@@ -181,6 +181,15 @@ def image_model_sections(provider_key: str | None, connection_extra: dict[str, A
     if provider.needs_network:
         fields = ("base_url", "new_token", "clear_token", "timeout_ms", *provider.extra_connection_keys)
         sections.append(Section("Connection", fields))
+        sections.append(
+            Section(
+                "Image downloads",
+                ("image_hosts", "allow_private_network"),
+                "Where the gateway may download image URLs this provider answers, to return them "
+                "as b64_json: its own host, and these.",
+                collapsed=True,
+            )
+        )
     else:
         sections.append(
             Section("Connection", (), "Built into the gateway: no address, no token and no network needed.")
@@ -265,6 +274,11 @@ class ImageModelForm(forms.ModelForm, _OptionFieldsForm):
     models_include = LinesField(required=False, label="Allowed", help_text="Empty: any model.")
     models_exclude = LinesField(required=False, label="Refused", help_text="Wins over Allowed.")
     tags = LinesField(required=False, help_text="One per line.")
+    image_hosts = LinesField(
+        required=False,
+        label="Image hosts",
+        help_text="One host per line, besides the provider's own; *.example.com covers its subdomains.",
+    )
 
     class Meta:
         model = ImageModel
@@ -275,12 +289,14 @@ class ImageModelForm(forms.ModelForm, _OptionFieldsForm):
             "provider",
             "base_url",
             "timeout_ms",
+            "image_hosts",
+            "allow_private_network",
             "tags",
             "metadata",
             "models_include",
             "models_exclude",
         ]
-        labels = {"id": "Id"}
+        labels = {"id": "Id", "allow_private_network": "Allow the private network"}
         help_texts = {"id": "The stable key in exports and imports; it cannot change later."}
         widgets = {"description": forms.Textarea(attrs={"rows": 2})}
 

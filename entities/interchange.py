@@ -61,6 +61,8 @@ _IMAGE_MODEL_PATHS = {
     "base_url": "config.connection.base_url",
     "token": "config.connection.token",
     "timeout_ms": "config.connection.timeout",
+    "image_hosts": "config.connection.image_hosts",
+    "allow_private_network": "config.connection.allow_private_network",
     "connection_extra": "config.connection",
     "generation": "config.options.generation",
     "edition": "config.options.edition",
@@ -250,7 +252,13 @@ _IMAGE_MODEL_KEYS: dict[str, type] = {
     "config": dict,
     "models": dict,
 }
-_CONNECTION_KEYS: dict[str, type] = {"base_url": str, "token": str, "timeout": int}
+_CONNECTION_KEYS: dict[str, type] = {
+    "base_url": str,
+    "token": str,
+    "timeout": int,
+    "image_hosts": list,
+    "allow_private_network": bool,
+}
 
 
 def _import_image_model(problems: _Problems, where: str, item: Any, summary: ImportSummary) -> None:
@@ -285,6 +293,8 @@ def _import_image_model(problems: _Problems, where: str, item: Any, summary: Imp
     if "token" in connection:  # absent: the stored token stays (exports leave literal tokens out)
         instance.token = connection["token"]
     instance.timeout_ms = connection.get("timeout", DEFAULT_TIMEOUT_MS)
+    instance.image_hosts = connection.get("image_hosts", [])
+    instance.allow_private_network = connection.get("allow_private_network", False)
     instance.connection_extra = {k: v for k, v in connection.items() if k not in _CONNECTION_KEYS}
     instance.generation = options.get("generation", {})
     instance.edition = options.get("edition", {})
@@ -515,6 +525,10 @@ def image_model_export(model: ImageModel, *, with_secrets: bool) -> dict[str, An
     if model.token and (with_secrets or env_reference(model.token)):
         connection["token"] = model.token
     connection["timeout"] = model.timeout_ms
+    if model.image_hosts:
+        connection["image_hosts"] = list(model.image_hosts)
+    if model.allow_private_network:
+        connection["allow_private_network"] = True
     connection.update(sorted(model.connection_extra.items()))
     return {
         "id": model.id,

@@ -7,6 +7,7 @@ service that calls `full_clean()` enforce the same rules.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
 from typing import Any
@@ -109,6 +110,24 @@ def validate_string_map(values: Any) -> None:
         raise ValidationError("must be an object of strings")
 
 
+_IMAGE_HOST = re.compile(r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$")
+
+
+def validate_image_hosts(hosts: Any) -> None:
+    """Host names ('*.example.com' for subdomains) or IP addresses, no scheme, port or path."""
+    if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
+        raise ValidationError("must be a list of host names")
+    for host in hosts:
+        literal = host.strip("[]")
+        try:
+            ipaddress.ip_address(literal)
+            continue
+        except ValueError:
+            pass
+        if not _IMAGE_HOST.match(host):
+            raise ValidationError(f"{host!r} is not a host name (write 'cdn.example.com' or '*.example.com')")
+
+
 _HOST = re.compile(r"^(\*|[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)$")
 
 
@@ -152,6 +171,20 @@ class ImageModel(models.Model):
         help_text="A literal key (encrypted at rest) or ${env.NAME}, read at call time.",
     )
     timeout_ms = models.PositiveIntegerField(default=DEFAULT_TIMEOUT_MS)
+    # Where the gateway may download image URLs this provider answers (to inline them as b64_json):
+    # the provider's own host and these; never a private network address unless allowed.
+    image_hosts = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_image_hosts],
+        help_text="Hosts the provider's image URLs may be fetched from, besides its own host; "
+        "'*.example.com' covers its subdomains.",
+    )
+    allow_private_network = models.BooleanField(
+        default=False,
+        help_text="Let image URLs point at private, loopback or link-local addresses "
+        "(an on-premises provider); off, such URLs are refused.",
+    )
     connection_extra = models.JSONField(
         default=dict, blank=True, help_text="Provider-specific connection keys (Azure: resource_name, ...)."
     )

@@ -40,6 +40,8 @@ def make_image_model(id: str, provider: str, standin: StandIn, **fields: Any) ->
         "base_url": base_url,
         "token": PROVIDER_TOKEN,
         "timeout_ms": 5000,
+        # The stand-ins serve their image URLs on 127.0.0.1, which fetches refuse without the opt-in.
+        "allow_private_network": True,
         "edition": {"enabled": provider in ("openai", "gemini", "cloud-temple")},
     }
     defaults.update(fields)

@@ -16,6 +16,11 @@ class Connection:
     token: str
     timeout_s: float  # the whole call's budget
     extra: dict[str, str] = field(default_factory=dict)
+    # Where image URLs the provider answers may be fetched from (http.fetch_images): besides the
+    # provider's own host, these hosts ("*.example.com" for subdomains); private, loopback and
+    # link-local addresses only with allow_private_network (an on-premises provider, tests).
+    image_hosts: tuple[str, ...] = ()
+    allow_private_network: bool = False
 
 
 @dataclass(frozen=True)
