@@ -26,6 +26,7 @@ class GatewayError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        outcome_unknown: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -34,10 +35,15 @@ class GatewayError(Exception):
         self.param = param
         self.code = code
         self.headers = headers or {}
+        # The provider received the whole request and then went silent or dropped the connection:
+        # it may have done (and billed) the work, so the request is never sent again (contract §3.6).
+        self.outcome_unknown = outcome_unknown
 
     @property
     def retryable(self) -> bool:
-        """Whether another attempt (here or at another provider) may succeed."""
+        """Whether another attempt (here or at another provider) may succeed without a second bill."""
+        if self.outcome_unknown:
+            return False
         return self.status in (429, 500, 502, 503, 504) and self.code != "upstream_bad_response"
 
     def body(self) -> dict[str, Any]:

@@ -125,7 +125,8 @@ def answer(
     The provider was paid by now, so an image storage that fails does not lose the images: they are
     answered inline, and `notices` says so."""
     data = []
-    for item in result.items:
+    items = http.inline_urls(connection, result.items) if response_format == "b64_json" else result.items
+    for item in items:
         url, b64 = item.url, item.b64_json
         if response_format == "url" and b64 is not None:
             image = _decode(item, connection.provider_name)
@@ -137,9 +138,6 @@ def answer(
                     notices.append(STORAGE_NOTICE)
             else:
                 url, b64 = signed_url(public_base, name), None
-        elif response_format == "b64_json" and b64 is None and url:
-            fetched, _content_type = http.fetch_image(connection, url)
-            b64, url = base64.b64encode(fetched).decode(), None
         data.append({"url": url, "b64_json": b64, "revised_prompt": item.revised_prompt})
     body: dict[str, Any] = {"created": result.created or int(time.time()), "data": data}
     for name in ("background", "output_format", "quality", "size"):

@@ -1,54 +1,262 @@
 """The one HTTP seam to providers: a pooled session, the entity's timeout as a whole-call deadline,
-and every failure turned into a GatewayError that names the provider and never the token."""
+every failure turned into a GatewayError that names the provider and never the token, and the only
+way to fetch an image URL a provider answered (allowed hosts, public addresses, one budget).
+
+Three things the rest of the gateway relies on:
+- a failure says whether the provider received the whole request (`GatewayError.outcome_unknown`):
+  such a request may have been processed and billed, so it is never sent again (contract §3.6);
+- nothing a provider wrote reaches an error unscrubbed: its token (in any case, percent-encoded or
+  base64) is redacted from every field, and only known error codes pass (`KNOWN_UPSTREAM_CODES`);
+- a provider's Retry-After is clamped to `MAX_RETRY_AFTER_S`.
+"""
 
 from __future__ import annotations
 
+import base64
+import email.utils
+import functools
 import http.cookiejar
+import io
+import ipaddress
+import json
 import math
+import re
+import socket
 import time
+from dataclasses import replace
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import requests
 import urllib3
 from django.conf import settings
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import NameResolutionError, NewConnectionError, ReadTimeoutError
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError, ReadTimeoutError
+from urllib3.util.connection import allowed_gai_family
 
 from edits_api.errors import GatewayError
-from edits_api.providers.base import Connection
+from edits_api.providers.base import Connection, ImageItem, ImageResult
 
 # Bounds on what we hold in memory from an upstream: a JSON answer may carry up to ten large
-# base64 images; an image fetched for inlining is capped like an upload.
+# base64 images; an error answer only its error fields.
 MAX_JSON_BYTES = 512 * 1024 * 1024
+MAX_ERROR_BYTES = 1024 * 1024
+# Images fetched to inline them: each capped like an upload, and all of one answer together.
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
+MAX_FETCH_BYTES = 64 * 1024 * 1024
+# The longest wait a provider's Retry-After may ask of the gateway or, passed on, of its client.
+MAX_RETRY_AFTER_S = 60
+# How much of a provider's error message an error keeps.
+MAX_MESSAGE_CHARS = 1000
 _READ_CHUNK = 256 * 1024
+REDACTED = "[redacted]"
 
-_session = requests.Session()
-_session.trust_env = False  # proxies/netrc from the environment must not reroute provider calls
-# The session is shared by every provider and client: cookies set by one upstream must never be
-# replayed on another call.
-_session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-_session.headers["User-Agent"] = "image-gateway"
+# Error codes a provider may answer that reach the client verbatim (matched lower-cased, after the
+# aliases); any other code becomes "upstream_error" with the provider's text in the message, so
+# the stored UsageRecord.error_code and idempotency answers only ever hold known codes.
+KNOWN_UPSTREAM_CODES = frozenset(
+    {
+        # OpenAI, and the providers that speak its protocol (Cloud Temple, Azure OpenAI, xAI).
+        "invalid_api_key",
+        "invalid_value",
+        "invalid_type",
+        "missing_required_parameter",
+        "unknown_parameter",
+        "unsupported_parameter",
+        "unsupported_value",
+        "invalid_image",
+        "invalid_image_format",
+        "image_too_large",
+        "moderation_blocked",
+        "rate_limit_exceeded",
+        "insufficient_quota",
+        "billing_hard_limit_reached",
+        "model_not_found",
+        "unsupported_country_region_territory",
+        "server_error",
+        # Gemini's google.rpc status names, lower-cased (INVALID_ARGUMENT -> invalid_argument).
+        "invalid_argument",
+        "failed_precondition",
+        "out_of_range",
+        "unauthenticated",
+        "permission_denied",
+        "not_found",
+        "aborted",
+        "already_exists",
+        "resource_exhausted",
+        "cancelled",
+        "data_loss",
+        "unknown",
+        "internal",
+        "unavailable",
+        "deadline_exceeded",
+        "unimplemented",
+    }
+)
+UPSTREAM_CODE_ALIASES = {
+    "content_policy_violation": "moderation_blocked",  # DALL·E and Azure OpenAI's content filter
+    "contentfilter": "moderation_blocked",  # Azure OpenAI image edits ("contentFilter")
+    "content_filter": "moderation_blocked",
+}
+GENERIC_UPSTREAM_CODE = "upstream_error"
+_KNOWN_TYPES = frozenset(
+    {
+        "invalid_request_error",
+        "authentication_error",
+        "permission_error",
+        "not_found_error",
+        "rate_limit_error",
+        "server_error",
+        "service_unavailable_error",
+        "image_generation_user_error",
+    }
+)
+# Request fields a provider's `param` may name (an image of several as image[0]).
+_KNOWN_PARAM = re.compile(
+    r"^(prompt|image|mask|model|n|size|quality|background|style|moderation|response_format|output_format"
+    r"|output_compression|input_fidelity|user)(\[\d*\])?$"
+)
+
+# Hosts where a provider's image URLs live besides its API host; an entity adds its own with
+# `config.connection.image_hosts`.
+DEFAULT_IMAGE_HOSTS: dict[str, tuple[str, ...]] = {
+    "openai": ("oaidalleapiprodscus.blob.core.windows.net",),  # DALL·E result URLs
+    "azure-openai": ("*.blob.core.windows.net",),
+    "x-ai": ("imgen.x.ai",),
+    "luma": ("storage.cdn-luma.com",),
+}
+
+NO_CLIENT_RETRY = {"x-should-retry": "false"}
+
+
+# -- sessions --------------------------------------------------------------------------------------
+
+
+def _new_session(adapter: HTTPAdapter) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # proxies/netrc from the environment must not reroute provider calls
+    # The session is shared by every provider and client: cookies set by one upstream must never
+    # be replayed on another call.
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    session.headers["User-Agent"] = "image-gateway"
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+class _NotPublicAddress(NewConnectionError):
+    """An image host that resolves to (or connected on) an address image fetches may not reach."""
+
+
+def _is_public(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback
+    return ip.is_global and not ip.is_multicast
+
+
+def _connect_public(conn: HTTPConnection) -> socket.socket:
+    """Resolve the host, connect only to a public address among its answers, and check the address
+    actually connected to, so neither a name resolving to 127.0.0.1 nor a rebinding DNS reaches the
+    gateway's own network."""
+    host = conn._dns_host.strip("[]")
+    try:
+        answers = socket.getaddrinfo(host, conn.port, allowed_gai_family(), socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise NameResolutionError(conn.host, conn, exc) from exc
+    last_error: OSError | None = None
+    refused = False
+    for family, kind, proto, _name, address in answers:
+        if not _is_public(str(address[0])):
+            refused = True
+            continue
+        sock = socket.socket(family, kind, proto)
+        try:
+            for option in conn.socket_options or ():
+                sock.setsockopt(*option)
+            if isinstance(conn.timeout, int | float):
+                sock.settimeout(conn.timeout)
+            sock.connect(address)
+            peer = str(sock.getpeername()[0])
+        except TimeoutError as exc:
+            sock.close()
+            raise ConnectTimeoutError(conn, f"Connection to {conn.host} timed out.") from exc
+        except OSError as exc:
+            sock.close()
+            last_error = exc
+            continue
+        if not _is_public(peer):
+            sock.close()
+            raise _NotPublicAddress(conn, f"{conn.host} connected to a non-public address")
+        return sock
+    if refused and last_error is None:
+        raise _NotPublicAddress(conn, f"{conn.host} resolves to a private, loopback or link-local address")
+    raise NewConnectionError(conn, f"Failed to establish a new connection: {last_error}")
+
+
+class _PublicHTTPConnection(HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        return _connect_public(self)
+
+
+class _PublicHTTPSConnection(HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        return _connect_public(self)
+
+
+class _PublicHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _PublicHTTPConnection
+
+
+class _PublicHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _PublicHTTPSConnection
+
+
+class _PublicOnlyAdapter(HTTPAdapter):
+    """Connections only to public addresses (image URLs chosen by a provider)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _PublicHTTPPool, "https": _PublicHTTPSPool}
+
+
 # One kept-alive connection per thread that may be calling the same provider at once.
-_pooled = HTTPAdapter(pool_connections=16, pool_maxsize=settings.PROVIDER_POOL_SIZE, max_retries=0)
-_session.mount("http://", _pooled)
-_session.mount("https://", _pooled)
+_session = _new_session(HTTPAdapter(pool_connections=16, pool_maxsize=settings.PROVIDER_POOL_SIZE, max_retries=0))
+# Image URLs: public addresses only, or any address for entities that opt in.
+_fetch_public = _new_session(
+    _PublicOnlyAdapter(pool_connections=16, pool_maxsize=settings.PROVIDER_POOL_SIZE, max_retries=0)
+)
+_fetch_any = _new_session(HTTPAdapter(pool_connections=16, pool_maxsize=settings.PROVIDER_POOL_SIZE, max_retries=0))
+
+
+# -- request bodies --------------------------------------------------------------------------------
 
 
 class _DeadlineExceeded(Exception):
     """Raised from inside a request body when the upload outlives the whole-call deadline."""
 
 
-class _DeadlineBody:
-    """Wraps a file-like request body so a slow upload cannot outlive the deadline.
+class _TooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
 
-    requests takes the Content-Length from ``__len__``; urllib3 pulls the body through ``read``.
+
+class _TrackedBody:
+    """A request body that knows when it was sent in full and cannot outlive the deadline.
+
+    requests takes the Content-Length from ``__len__``; urllib3 pulls the body through ``read``
+    and asks for the next chunk only once the previous one was sent, so the read that finds the
+    end means the provider has the whole request.
     """
 
     def __init__(self, body: Any, deadline: float) -> None:
         self._body = body
         self._deadline = deadline
         self._length = requests.utils.super_len(body)
+        self.sent = False
 
     def __len__(self) -> int:
         return self._length
@@ -57,15 +265,32 @@ class _DeadlineBody:
         if time.monotonic() > self._deadline:
             raise _DeadlineExceeded
         chunk = self._body.read(size)
+        if not chunk:
+            self.sent = True
         return chunk.encode() if isinstance(chunk, str) else chunk
 
 
-def timeout_error(connection: Connection) -> GatewayError:
+# -- errors ----------------------------------------------------------------------------------------
+
+
+def timeout_error(connection: Connection, *, outcome_unknown: bool = False) -> GatewayError:
+    message = f"{connection.provider_name} did not answer within {connection.timeout_s:g} s"
+    if outcome_unknown:
+        message += "; it had the whole request and may have processed it, so it was not sent again"
     return GatewayError(
-        504,
-        f"{connection.provider_name} did not answer within {connection.timeout_s:g} s.",
+        504, message + ".", type="upstream_error", code="upstream_timeout", outcome_unknown=outcome_unknown
+    )
+
+
+def connection_lost(connection: Connection) -> GatewayError:
+    """The provider had the whole request, then closed the connection without a (complete) answer."""
+    return GatewayError(
+        502,
+        f"{connection.provider_name} closed the connection before answering; it had the whole request "
+        "and may have processed it, so it was not sent again.",
         type="upstream_error",
-        code="upstream_timeout",
+        code="upstream_error",
+        outcome_unknown=True,
     )
 
 
@@ -73,10 +298,13 @@ def bad_response(connection: Connection, why: str) -> GatewayError:
     """A 2xx answer the gateway cannot use (not JSON, or not the protocol's shape)."""
     return GatewayError(
         502,
-        f"{connection.provider_name} sent an unusable answer: {why}.",
+        f"{connection.provider_name} sent an unusable answer: {scrub(why, connection.token)}.",
         type="upstream_error",
         code="upstream_bad_response",
     )
+
+
+# -- calls -----------------------------------------------------------------------------------------
 
 
 def send(
@@ -99,38 +327,20 @@ def send(
     """
     if deadline is None:
         deadline = time.monotonic() + connection.timeout_s
-    budget = deadline - time.monotonic()
-    if budget <= 0:
-        raise timeout_error(connection)
-    if data is not None and hasattr(data, "read"):
-        data = _DeadlineBody(data, deadline)
-    # `total` makes urllib3 count the upload and the wait for headers against one budget;
-    # requests hands a urllib3 Timeout through as is (its stubs only know floats).
-    timeout: Any = urllib3.Timeout(connect=budget, read=budget, total=budget)
     try:
-        response = _session.request(
+        response = _exchange(
+            _session,
+            connection,
             method,
             url,
             headers=headers,
             data=data,
-            json=json_body,
-            timeout=timeout,
-            stream=True,
-            allow_redirects=False,  # a redirect would replay the credentials to another URL
+            json_body=json_body,
+            deadline=deadline,
+            max_bytes=max_bytes,
         )
-        try:
-            body = _read_body(connection, response, deadline, max_bytes)
-        except BaseException:
-            response.close()  # a half-read connection cannot go back to the pool
-            raise
-    except (requests.Timeout, ReadTimeoutError, _DeadlineExceeded) as exc:
-        raise timeout_error(connection) from exc
-    except urllib3.exceptions.DecodeError as exc:
-        raise bad_response(connection, "its content encoding does not decode") from exc
-    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-        raise _unreachable(connection, exc) from exc
-    response._content = body
-    response.raw.release_conn()  # read to the end: the connection goes back to the pool for reuse
+    except _TooLarge as exc:
+        raise bad_response(connection, f"answer larger than {exc.limit} bytes") from None
     if not 200 <= response.status_code < 300:
         raise _status_error(connection, response, pass_through_4xx=upstream_errors_pass_through)
     return response
@@ -157,31 +367,86 @@ def send_json(
     return payload
 
 
-def fetch_image(connection: Connection, url: str) -> tuple[bytes, str]:
-    """Download an image URL a provider answered with, to inline it; returns (bytes, content type).
+def _exchange(
+    session: requests.Session,
+    connection: Connection,
+    method: str,
+    url: str,
+    *,
+    headers: dict[str, str],
+    data: Any = None,
+    json_body: Any = None,
+    deadline: float,
+    max_bytes: int,
+    read_error_body: bool = True,
+) -> requests.Response:
+    """One request and its answer (any status), body read within the deadline and `max_bytes`.
 
-    No credentials are sent: such URLs are pre-signed and often on another host than the API.
+    Transport failures become a GatewayError; one that came after the provider had the whole
+    request is `outcome_unknown` (a timeout waiting for the answer, a connection lost mid-answer).
     """
-    response = send(
-        connection,
-        "GET",
-        url,
-        headers={"Accept": "image/*"},
-        max_bytes=MAX_IMAGE_BYTES,
-        upstream_errors_pass_through=False,
-    )
-    content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-    if not content_type.startswith("image/"):
-        raise bad_response(connection, f"the image URL served {content_type or 'no content type'}")
-    return response.content, content_type
+    budget = deadline - time.monotonic()
+    if budget <= 0:
+        raise timeout_error(connection)
+    if json_body is not None:
+        data = json.dumps(json_body, allow_nan=False).encode()
+        headers = {"Content-Type": "application/json", **headers}
+    if isinstance(data, str):
+        data = data.encode()
+    body = _TrackedBody(io.BytesIO(data) if isinstance(data, bytes) else data, deadline) if data is not None else None
+    answered_ok = False
+    # `total` makes urllib3 count the upload and the wait for headers against one budget;
+    # requests hands a urllib3 Timeout through as is (its stubs only know floats).
+    timeout: Any = urllib3.Timeout(connect=budget, read=budget, total=budget)
+    try:
+        response = session.request(
+            method,
+            url,
+            headers=headers,
+            data=body,
+            timeout=timeout,
+            stream=True,
+            allow_redirects=False,  # a redirect would replay the credentials to another URL
+        )
+        ok = 200 <= response.status_code < 300
+        answered_ok = ok
+        if not ok and not read_error_body:
+            response.close()
+            response._content = b""
+            return response
+        try:
+            content = _read_body(response, deadline, max_bytes if ok else min(max_bytes, MAX_ERROR_BYTES))
+        except BaseException:
+            response.close()  # a half-read connection cannot go back to the pool
+            raise
+    except (requests.Timeout, ReadTimeoutError, _DeadlineExceeded) as exc:
+        raise timeout_error(connection, outcome_unknown=answered_ok or _was_sent(body, exc)) from exc
+    except urllib3.exceptions.DecodeError as exc:
+        raise bad_response(connection, "its content encoding does not decode") from exc
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+        if answered_ok or _was_sent(body, exc):
+            raise connection_lost(connection) from exc
+        raise _unreachable(connection, exc) from exc
+    response._content = content
+    response.raw.release_conn()  # read to the end: the connection goes back to the pool for reuse
+    return response
 
 
-def _read_body(connection: Connection, response: requests.Response, deadline: float, max_bytes: int) -> bytes:
+def _was_sent(body: _TrackedBody | None, exc: BaseException) -> bool:
+    """Whether the provider got the whole request before `exc`: the body was read to its end, or,
+    with no body, the connection was made (the failure is not one of connecting)."""
+    if body is not None:
+        return body.sent
+    connecting = (NewConnectionError, ConnectTimeoutError, requests.ConnectTimeout, requests.exceptions.SSLError)
+    return not any(isinstance(cause, connecting) for cause in _causes(exc))
+
+
+def _read_body(response: requests.Response, deadline: float, max_bytes: int) -> bytes:
     """Read the body as it arrives, each wait bounded by what is left of the deadline, so a
     trickling upstream is cut off on time (a socket timeout alone bounds each read, not the sum)."""
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > max_bytes:
-        raise bad_response(connection, f"answer larger than {max_bytes} bytes")
+        raise _TooLarge(max_bytes)
     buffer = bytearray()
     while True:
         remaining = deadline - time.monotonic()
@@ -196,36 +461,39 @@ def _read_body(connection: Connection, response: requests.Response, deadline: fl
             return bytes(buffer)
         buffer += chunk
         if len(buffer) > max_bytes:
-            raise bad_response(connection, f"answer larger than {max_bytes} bytes")
+            raise _TooLarge(max_bytes)
 
 
-def _unreachable(connection: Connection, exc: Exception) -> GatewayError:
-    # Name the kind of failure only: urllib3's messages are long and carry pool internals.
-    reason = "connection failed"
+def _failure_reason(exc: Exception) -> str:
+    """The kind of transport failure, in a few words (urllib3's messages carry pool internals)."""
     for cause in _causes(exc):
+        if isinstance(cause, _NotPublicAddress):  # before its base class NewConnectionError
+            return "its address is private, loopback or link-local"
         if isinstance(cause, NameResolutionError):  # before its base class NewConnectionError
-            reason = "its host name did not resolve"
-        elif isinstance(cause, NewConnectionError):
-            reason = "the connection was refused"
-        elif isinstance(
+            return "its host name did not resolve"
+        if isinstance(cause, NewConnectionError):
+            return "the connection was refused"
+        if isinstance(
             cause,
             (
                 requests.exceptions.InvalidURL,
                 requests.exceptions.InvalidSchema,
                 requests.exceptions.MissingSchema,
+                urllib3.exceptions.LocationParseError,
             ),
         ):
-            reason = "its URL is not a valid http(s) URL"
-        elif isinstance(cause, requests.exceptions.SSLError):
-            reason = "the TLS handshake failed"
-        elif isinstance(cause, (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError)):
-            reason = "the connection was closed unexpectedly"
-        else:
-            continue
-        break
+            return "its URL is not a valid http(s) URL"
+        if isinstance(cause, requests.exceptions.SSLError):
+            return "the TLS handshake failed"
+        if isinstance(cause, (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError)):
+            return "the connection was closed unexpectedly"
+    return "connection failed"
+
+
+def _unreachable(connection: Connection, exc: Exception) -> GatewayError:
     return GatewayError(
         502,
-        f"{connection.provider_name} could not be reached: {reason}.",
+        f"{connection.provider_name} could not be reached: {_failure_reason(exc)}.",
         type="upstream_error",
         code="upstream_unreachable",
     )
@@ -247,32 +515,65 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return chain
 
 
+# -- an upstream's error answer --------------------------------------------------------------------
+
+
 def _status_error(connection: Connection, response: requests.Response, *, pass_through_4xx: bool) -> GatewayError:
-    """An upstream non-2xx answer as the client's error: 4xx keeps status/type/code, 5xx is a 502."""
+    """An upstream non-2xx answer as the client's error, every field from the provider scrubbed.
+
+    A 4xx keeps its status, a known type, param and code (an unknown code becomes the generic one,
+    named in the message); 401/403 (the provider refused the gateway's own credentials) and 5xx
+    are 502s.
+    """
     status = response.status_code
+    token = connection.token
     upstream = _upstream_error_fields(response)
-    message = _scrub(upstream.get("message") or f"HTTP {status}", connection.token)
+    message = clip(scrub(upstream.get("message") or f"HTTP {status}", token))
+    code = known_code(upstream.get("code"))
+    if upstream.get("code") and code is None:
+        message += f" (provider code: {_word(scrub(upstream['code'], token))})"
     headers = _retry_after(response, upstream)
+    name = connection.provider_name
+    if status in (401, 403):
+        return GatewayError(
+            502,
+            f"{name} refused the gateway's credentials (HTTP {status}): {message}",
+            type="upstream_error",
+            code="upstream_auth_error",
+        )
     if 400 <= status < 500 and pass_through_4xx:
+        upstream_type = upstream.get("type")
+        param = upstream.get("param")
         return GatewayError(
             status,
-            f"{connection.provider_name}: {message}",
-            type=upstream.get("type") or ("rate_limit_error" if status == 429 else "invalid_request_error"),
-            param=upstream.get("param"),
-            code=upstream.get("code"),
+            f"{name}: {message}",
+            type=upstream_type
+            if upstream_type in _KNOWN_TYPES
+            else ("rate_limit_error" if status == 429 else "invalid_request_error"),
+            param=param if isinstance(param, str) and _KNOWN_PARAM.match(param) else None,
+            code=code if code or not upstream.get("code") else GENERIC_UPSTREAM_CODE,
             headers=headers,
         )
     return GatewayError(
         502,
-        f"{connection.provider_name} answered HTTP {status}: {message}",
+        f"{name} answered HTTP {status}: {message}",
         type="upstream_error",
         code="upstream_error",
         headers=headers,
     )
 
 
+def known_code(raw: Any) -> str | None:
+    """A provider's error code as the gateway passes it on, or None when it is not a known one."""
+    if not isinstance(raw, str):
+        return None
+    code = raw.strip().lower()
+    code = UPSTREAM_CODE_ALIASES.get(code, code)
+    return code if code in KNOWN_UPSTREAM_CODES else None
+
+
 def _upstream_error_fields(response: requests.Response) -> dict[str, Any]:
-    """message/type/param/code from OpenAI's and Gemini's error shapes (empty when neither)."""
+    """message/type/param/code from OpenAI's and Gemini's error shapes (empty when neither); raw."""
     try:
         payload = response.json()
     except ValueError:
@@ -288,29 +589,282 @@ def _upstream_error_fields(response: requests.Response) -> dict[str, Any]:
     if isinstance(error.get("code"), str):  # OpenAI; Gemini's `code` is the HTTP status number
         fields["code"] = error["code"]
     elif isinstance(error.get("status"), str):  # Gemini: "INVALID_ARGUMENT" -> "invalid_argument"
-        fields["code"] = error["status"].lower()
+        fields["code"] = error["status"]
     if isinstance(error.get("details"), list):
         fields["details"] = error["details"]
     return fields
 
 
 def _retry_after(response: requests.Response, upstream: dict[str, Any]) -> dict[str, str]:
-    """Retry-After for 429/503, from the header or Gemini's RetryInfo.retryDelay ("41s")."""
+    """Retry-After for 429/503, clamped: from the header (seconds or a date), retry-after-ms, or
+    Gemini's RetryInfo.retryDelay ("41s")."""
     if response.status_code not in (429, 503):
         return {}
-    value = response.headers.get("Retry-After")
-    if value:
-        return {"Retry-After": value}
-    for detail in upstream.get("details") or []:
-        delay = detail.get("retryDelay") if isinstance(detail, dict) else None
-        if isinstance(delay, str) and delay.endswith("s"):
-            try:
-                return {"Retry-After": str(math.ceil(float(delay[:-1])))}
-            except ValueError:
+    seconds = retry_after_seconds(response.headers.get("Retry-After"))
+    if seconds is None:
+        milliseconds = response.headers.get("retry-after-ms", "")
+        seconds = retry_after_seconds(_divided(milliseconds, 1000))
+    if seconds is None:
+        for detail in upstream.get("details") or []:
+            delay = detail.get("retryDelay") if isinstance(detail, dict) else None
+            if isinstance(delay, str) and delay.endswith("s"):
+                seconds = retry_after_seconds(delay[:-1])
                 break
-    return {}
+    return {} if seconds is None else {"Retry-After": str(seconds)}
 
 
-def _scrub(message: str, token: str) -> str:
-    # Some upstreams echo the credential they rejected; it must never reach a client.
-    return message.replace(token, "[redacted]") if token else message
+def _divided(value: str, divisor: int) -> str | None:
+    try:
+        return str(float(value) / divisor)
+    except ValueError:
+        return None
+
+
+def retry_after_seconds(value: str | None) -> int | None:
+    """A Retry-After value (seconds or an HTTP date) as whole seconds within 0..MAX_RETRY_AFTER_S;
+    None when it is missing or unreadable. A provider once asked for 1e9 seconds."""
+    if not value or not value.strip():
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value.strip()).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    if math.isnan(seconds):
+        return None
+    if math.isinf(seconds) or seconds > MAX_RETRY_AFTER_S:
+        return MAX_RETRY_AFTER_S
+    return max(0, math.ceil(seconds))
+
+
+# -- scrubbing what a provider wrote ---------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=256)
+def _secret_pattern(token: str) -> re.Pattern[str] | None:
+    """Every spelling of the token a provider might echo: itself in any case, percent-encoded, and
+    base64 (standard and URL-safe) of it and its case variants at each of the three alignments it
+    can have inside a longer encoded text (e.g. a Basic or Bearer header echoed encoded)."""
+    if not token:
+        return None
+    literal = sorted({re.escape(token), re.escape(quote(token, safe=""))}, key=len, reverse=True)
+    encoded: set[str] = set()
+    for variant in {token, token.lower(), token.upper(), token.swapcase()}:
+        raw = variant.encode()
+        for shift in range(3):
+            text = base64.b64encode(b"\0" * shift + raw).decode()
+            # Drop the characters that also depend on the bytes around the token.
+            core = text[(0, 2, 3)[shift] : 4 * ((shift + len(raw)) // 3)]
+            if len(core) >= 8:
+                encoded.update({core, core.translate(str.maketrans("+/", "-_"))})
+    alternatives = [f"(?i:{'|'.join(literal)})", *(re.escape(e) for e in sorted(encoded, key=len, reverse=True))]
+    return re.compile("|".join(alternatives))
+
+
+def scrub(text: str, token: str) -> str:
+    """`text` with the token redacted in every spelling `_secret_pattern` knows."""
+    pattern = _secret_pattern(token)
+    return pattern.sub(REDACTED, text) if pattern is not None else text
+
+
+def clip(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """A provider's text, one line, without control characters, at most `limit` characters."""
+    text = re.sub(r"[\x00-\x1f\x7f]+", " ", text).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _word(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.:\[\]-]", "", text)[:64] or "?"
+
+
+def scrub_error(error: GatewayError, token: str) -> GatewayError:
+    """The error with the token redacted from every field a client or a log could see."""
+    error.message = scrub(error.message, token)
+    error.type = scrub(error.type, token)
+    error.param = scrub(error.param, token) if error.param is not None else None
+    error.code = scrub(error.code, token) if error.code is not None else None
+    error.headers = {name: scrub(value, token) for name, value in error.headers.items()}
+    return error
+
+
+def scrub_result(connection: Connection, result: ImageResult) -> ImageResult:
+    """A successful answer with the token redacted from its text fields; an image URL holding the
+    token is refused (it cannot be handed to a client, nor altered and still work)."""
+    token = connection.token
+    if _secret_pattern(token) is None:
+        return result
+    items = []
+    for item in result.items:
+        if item.url is not None and scrub(item.url, token) != item.url:
+            raise bad_response(connection, "an image URL holds the gateway's credential")
+        revised = scrub(item.revised_prompt, token) if item.revised_prompt is not None else None
+        items.append(item if revised == item.revised_prompt else replace(item, revised_prompt=revised))
+    return replace(
+        result,
+        items=items,
+        usage=_scrub_json(result.usage, token),
+        background=_scrub_json(result.background, token),
+        output_format=_scrub_json(result.output_format, token),
+        quality=_scrub_json(result.quality, token),
+        size=_scrub_json(result.size, token),
+    )
+
+
+def _scrub_json(value: Any, token: str) -> Any:
+    if isinstance(value, str):
+        return scrub(value, token)
+    if isinstance(value, dict):
+        return {scrub(str(k), token): _scrub_json(v, token) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub_json(v, token) for v in value]
+    return value
+
+
+# -- fetching image URLs a provider answered -------------------------------------------------------
+
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+
+
+def fetch_images(connection: Connection, urls: list[str]) -> list[tuple[bytes, str]]:
+    """Download the image URLs of one provider answer, to inline them; returns (bytes, content type).
+
+    Only from the provider's own host, its known image hosts and the entity's `image_hosts`; only
+    to public addresses unless the entity allows its private network (checked on the address
+    connected to); within one deadline (the entity's timeout) and one byte budget
+    (MAX_FETCH_BYTES) for all of them. No credentials are sent (such URLs are pre-signed), no
+    redirect is followed, and no fetched body ever goes into an error. The provider was paid by
+    now, so every failure tells the client not to retry.
+    """
+    deadline = time.monotonic() + connection.timeout_s
+    left = MAX_FETCH_BYTES
+    session = _fetch_any if connection.allow_private_network else _fetch_public
+    images = []
+    for number, url in enumerate(urls, 1):
+        where = f"image {number} of {len(urls)}" if len(urls) > 1 else "the image"
+        _check_image_url(connection, url, where)
+        try:
+            response = _exchange(
+                session,
+                connection,
+                "GET",
+                url,
+                headers={"Accept": "image/*"},
+                deadline=deadline,
+                max_bytes=min(MAX_IMAGE_BYTES, left),
+                read_error_body=False,
+            )
+        except _TooLarge:
+            raise _fetch_error(
+                connection,
+                f"{where} would take the answer's images past {MAX_FETCH_BYTES // 2**20} MB"
+                if left < MAX_IMAGE_BYTES
+                else f"{where} is larger than {MAX_IMAGE_BYTES // 2**20} MB",
+            ) from None
+        except GatewayError as error:
+            raise _fetch_transport_error(connection, error, where) from error.__cause__
+        if not 200 <= response.status_code < 300:
+            raise _fetch_error(connection, f"the host of {where} answered HTTP {response.status_code}")
+        content_type = _image_type(response.content)
+        if content_type is None:
+            raise _fetch_error(connection, f"{where} is not a PNG, JPEG, WebP or GIF image")
+        left -= len(response.content)
+        images.append((response.content, content_type))
+    return images
+
+
+def fetch_image(connection: Connection, url: str) -> tuple[bytes, str]:
+    """One image URL, as `fetch_images`."""
+    return fetch_images(connection, [url])[0]
+
+
+def inline_urls(connection: Connection, items: list[ImageItem]) -> list[ImageItem]:
+    """The items with every URL-only image fetched into b64_json (one budget for all)."""
+    wanted = [index for index, item in enumerate(items) if item.b64_json is None and item.url]
+    fetched = fetch_images(connection, [items[index].url or "" for index in wanted])
+    inlined = list(items)
+    for index, (content, content_type) in zip(wanted, fetched, strict=True):
+        inlined[index] = replace(
+            items[index], url=None, b64_json=base64.b64encode(content).decode(), content_type=content_type
+        )
+    return inlined
+
+
+def _check_image_url(connection: Connection, url: str, where: str) -> None:
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").rstrip(".").lower()
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        raise _fetch_error(connection, f"{where} has a malformed URL") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise _fetch_error(connection, f"{where} is not an http(s) URL")
+    if parts.username is not None or parts.password is not None:
+        raise _fetch_error(connection, f"{where} has credentials in its URL")
+    if not _image_host_allowed(connection, host):
+        raise _fetch_error(
+            connection,
+            f"{where} is on {clip(host, 100)}, which is neither {connection.provider_name}'s own host nor "
+            "listed in the image model's image_hosts",
+        )
+
+
+def _image_host_allowed(connection: Connection, host: str) -> bool:
+    own = (urlsplit(connection.base_url).hostname or "").rstrip(".").lower()
+    for pattern in (own, *DEFAULT_IMAGE_HOSTS.get(connection.provider, ()), *connection.image_hosts):
+        pattern = pattern.strip().rstrip(".").lower()
+        if pattern.startswith("*.") and host.endswith(pattern[1:]):
+            return True
+        if pattern and host == pattern:
+            return True
+    return False
+
+
+def _image_type(content: bytes) -> str | None:
+    """The image type by the bytes' own signature (a server's Content-Type is not evidence)."""
+    if content[:4] == b"RIFF" and content[8:12] == b"WEBP":
+        return "image/webp"
+    for signature, content_type in _SIGNATURES:
+        if content.startswith(signature):
+            return content_type
+    return None
+
+
+def _fetch_error(connection: Connection, why: str) -> GatewayError:
+    why = scrub(why, connection.token)
+    return GatewayError(
+        502,
+        f"{connection.provider_name} answered with an image URL the gateway will not use: {why}.",
+        type="upstream_error",
+        code="upstream_bad_response",
+        headers=dict(NO_CLIENT_RETRY),
+    )
+
+
+def _fetch_transport_error(connection: Connection, error: GatewayError, where: str) -> GatewayError:
+    """A transport failure while fetching, worded for the fetch (the provider itself answered)."""
+    if error.code == "upstream_timeout":
+        return GatewayError(
+            504,
+            f"The images {connection.provider_name} answered did not download within "
+            f"{connection.timeout_s:g} s (at {where}).",
+            type="upstream_error",
+            code="upstream_timeout",
+            headers=dict(NO_CLIENT_RETRY),
+        )
+    cause = error.__cause__
+    if error.code != "upstream_unreachable":
+        reason = "the connection was closed before the image arrived"
+    elif isinstance(cause, Exception):
+        reason = _failure_reason(cause)
+    else:
+        reason = "connection failed"
+    if isinstance(cause, Exception) and any(isinstance(c, _NotPublicAddress) for c in _causes(cause)):
+        reason += " (allow_private_network on the image model permits it)"
+    return _fetch_error(connection, f"{where} could not be downloaded: {reason}")

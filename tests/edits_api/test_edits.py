@@ -347,7 +347,7 @@ def test_route_with_a_key_needs_it(gateway: Gateway) -> None:
         ("503", 502, "upstream_error"),
         ("429", 429, None),
         ("400", 400, None),
-        ("401", 401, None),
+        ("401", 502, "upstream_auth_error"),  # the provider refused the gateway's key, not the client's
         ("moderation", 400, "moderation_blocked"),
         ("garbage", 502, "upstream_bad_response"),
         ("shapeless", 502, "upstream_bad_response"),

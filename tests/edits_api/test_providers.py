@@ -8,6 +8,7 @@ import io
 import json
 import socket
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -126,7 +127,7 @@ def test_response_format_is_dropped_for_gpt_image_models(standin: StandIn, tmp_p
 
 
 def test_response_format_is_forwarded_to_dall_e_2_and_its_url_can_be_inlined(standin: StandIn, tmp_path: Path) -> None:
-    connection = standin.connection()
+    connection = replace(standin.connection(), allow_private_network=True)  # the stand-in is on 127.0.0.1
     result = ADAPTERS["openai"].edit(connection, edit(connection, tmp_path, model="dall-e-2", response_format="url"))
     assert standin.last.fields["response_format"] == "url"
     url = result.items[0].url or ""
@@ -138,10 +139,11 @@ def test_response_format_is_forwarded_to_dall_e_2_and_its_url_can_be_inlined(sta
 
 
 def test_fetch_image_failures_are_502(standin: StandIn) -> None:
-    connection = standin.connection()
+    connection = replace(standin.connection(), allow_private_network=True)
     with pytest.raises(GatewayError) as missing:
         http.fetch_image(connection, f"{standin.url}/files/gone.png")
-    assert (missing.value.status, missing.value.code) == (502, "upstream_error")
+    assert (missing.value.status, missing.value.code) == (502, "upstream_bad_response")
+    assert "HTTP 404" in missing.value.message and "not found" not in missing.value.message  # no body
 
 
 def test_openai_generation_sends_json_with_generation_only_fields(standin: StandIn) -> None:
@@ -320,12 +322,12 @@ FAULTS = [
     ("503", 502, "upstream_error"),
     ("429", 429, None),  # the upstream's own code
     ("400", 400, None),
-    ("401", 401, "invalid_api_key"),
+    ("401", 502, "upstream_auth_error"),  # the provider refused the gateway's own key (contract §6)
     ("moderation", 400, "moderation_blocked"),
     ("gemini_no_image", 502, "upstream_bad_response"),
     ("shapeless", 502, "upstream_bad_response"),
     ("garbage", 502, "upstream_bad_response"),
-    ("drop", 502, "upstream_unreachable"),
+    ("drop", 502, "upstream_error"),  # dropped after the whole request arrived: lost, not unreachable
 ]
 UPSTREAM_CODES = {
     ("openai", "429"): "rate_limit_exceeded",
