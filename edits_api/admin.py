@@ -30,7 +30,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
 @admin.register(ProviderHealth)
 class ProviderHealthAdmin(admin.ModelAdmin):
-    """Each image model's circuit breaker: state, consecutive failures and the last error."""
+    """Each image model's circuit breaker: state, failed requests in its window and the last error."""
 
     list_display = ("id", "provider", "circuit", "failures", "last_error")
     list_filter = ("provider",)
@@ -51,9 +51,10 @@ class ProviderHealthAdmin(admin.ModelAdmin):
         state = resilience.breaker_state(obj.id)
         return f"open ({state.retry_in:.0f} s left)" if state.state == "open" else state.state
 
-    @admin.display(description="consecutive failures")
-    def failures(self, obj: ProviderHealth) -> int:
-        return resilience.breaker_state(obj.id).failures
+    @admin.display(description="failed requests (window)")
+    def failures(self, obj: ProviderHealth) -> str:
+        state = resilience.breaker_state(obj.id)
+        return f"{state.failures} of {state.requests}"
 
     @admin.display(description="last error")
     def last_error(self, obj: ProviderHealth) -> str:
@@ -62,5 +63,5 @@ class ProviderHealthAdmin(admin.ModelAdmin):
     @admin.action(description="Close the circuit (forget failures)")
     def close_circuit(self, request: HttpRequest, queryset: QuerySet[ProviderHealth]) -> None:
         for image_model in queryset:
-            resilience.breaker_success(image_model.id)
+            resilience.breaker_close(image_model.id)
         messages.success(request, f"Closed the circuit of {queryset.count()} image model(s).")

@@ -70,3 +70,36 @@ class ProviderHealth(ImageModel):
         proxy = True
         verbose_name = "provider health"
         verbose_name_plural = "provider health"
+
+
+class CircuitBreaker(models.Model):
+    """One image model's circuit breaker, in the database so every worker sees the same state.
+
+    Used when REDIS_URL is unset (with Redis the same fields live there); see edits_api.resilience.
+    Times are UNIX seconds (time.time()), 0 when unset.
+    """
+
+    image_model_id = models.CharField(primary_key=True, max_length=200)
+    open_until = models.FloatField(default=0)  # no call before then; then one trial call
+    trial_until = models.FloatField(default=0)  # a trial call is running until then
+    window_start = models.FloatField(default=0)  # the failure window began here (its first failure)
+    requests = models.PositiveIntegerField(default=0)  # distinct requests judged in the window
+    failures = models.PositiveIntegerField(default=0)  # of which failed
+    last_error = models.CharField(max_length=500, blank=True, default="")
+
+    def __str__(self) -> str:
+        return f"breaker {self.image_model_id}"
+
+
+class CircuitFailure(models.Model):
+    """A request that failed at an image model within its breaker's window, by fingerprint, so the
+    same request sent again (a client's retry) counts once."""
+
+    image_model_id = models.CharField(max_length=200)
+    fingerprint = models.CharField(max_length=64)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["image_model_id", "fingerprint"], name="unique_circuit_failure")]
+
+    def __str__(self) -> str:
+        return f"{self.image_model_id} {self.fingerprint[:12]}"

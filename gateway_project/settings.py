@@ -166,8 +166,14 @@ PROVIDER_POOL_SIZE = _positive_int("PROVIDER_POOL_SIZE", 512)
 # Usage rows are written in batches by a thread per process, this often (0: with each request).
 USAGE_FLUSH_SECONDS = env.float("USAGE_FLUSH_SECONDS", default=0.5)
 
-# Circuit breaker per image model: open after this many consecutive retryable failures, for this long.
-BREAKER_FAILURES = _positive_int("BREAKER_FAILURES", 5)
+# Circuit breaker per image model (README, "When providers fail"): it opens when, within a window
+# that starts at a failure, at least BREAKER_MIN_REQUESTS distinct requests were answered and at
+# least BREAKER_FAILURE_RATE of them failed; it stays open BREAKER_COOLDOWN_SECONDS, then one trial.
+BREAKER_MIN_REQUESTS = _positive_int("BREAKER_MIN_REQUESTS", 10)
+BREAKER_FAILURE_RATE = env.float("BREAKER_FAILURE_RATE", default=0.5)
+if not 0 < BREAKER_FAILURE_RATE <= 1:
+    raise ImproperlyConfigured(f"BREAKER_FAILURE_RATE must be above 0 and at most 1, not {BREAKER_FAILURE_RATE}")
+BREAKER_WINDOW_SECONDS = _positive_int("BREAKER_WINDOW_SECONDS", 60)
 BREAKER_COOLDOWN_SECONDS = _positive_int("BREAKER_COOLDOWN_SECONDS", 30)
 
 # Lifetime of the signed image URLs the gateway hands out for response_format=url.

@@ -3,7 +3,7 @@
 import pytest
 from django.core.cache import cache
 
-pytest_plugins = ["tests.standin", "tests.gateway"]
+pytest_plugins = ["tests.standin", "tests.gateway", "tests.hostile"]
 
 
 @pytest.fixture(autouse=True)
