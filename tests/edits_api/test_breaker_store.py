@@ -1,0 +1,195 @@
+"""The circuit breaker's state is shared: every gunicorn worker sees the same breaker (database
+store, no Redis), every instance too (Redis store), and a store that is down lets calls through."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+from django.conf import settings
+from django.db import connection
+from django.test import override_settings
+
+from edits_api import resilience
+from edits_api.errors import GatewayError
+from edits_api.models import CircuitBreaker
+from tests.gateway import Gateway, make_image_model, make_route
+from tests.standin import StandIn, image_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
+REDIS_TEST_URL = "redis://127.0.0.1:6379/13"  # a database of its own, keys under gateway:breaker:
+PNG = image_bytes("png", (64, 64))
+FAILURE = GatewayError(502, "OpenAI answered HTTP 500: boom.", type="upstream_error", code="upstream_error")
+
+
+def open_circuit(image_model_id: str) -> None:
+    """What a failed request does, from this process: one failure opens it (minimum 1)."""
+    admission = resilience.breaker_admit(image_model_id)
+    assert admission is not None
+    with override_settings(BREAKER_MIN_REQUESTS=1):
+        resilience.breaker_record(admission, fingerprint="f", error=FAILURE)
+
+
+def _database_url() -> str:
+    params = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{params['NAME']}"
+    password = f":{params['PASSWORD']}" if params["PASSWORD"] else ""
+    host, port = params["HOST"] or "127.0.0.1", params["PORT"] or 5432
+    return f"postgres://{params['USER'] or 'postgres'}{password}@{host}:{port}/{params['NAME']}"
+
+
+@pytest.fixture
+def two_workers(transactional_db: None, standin: StandIn, tmp_path: Path) -> Iterator[str]:
+    """gunicorn as `make run` serves it: two workers, no Redis, the test database."""
+    make_route("served", ["127.0.0.1"], [make_image_model("img-openai", "openai", standin)], edit_fallback=False)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        "SECRET_KEY": settings.SECRET_KEY,
+        "ENCRYPTION_KEYS": ",".join(settings.ENCRYPTION_KEYS),
+        "DEBUG": "false",
+        "REDIS_URL": "",
+        "PORT": str(port),
+        "GUNICORN_WORKERS": "2",
+        "GUNICORN_THREADS": "4",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
+    log = tmp_path / "gunicorn.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "gateway_project.wsgi:application"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if requests.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"gunicorn did not start: {log.read_text()}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.send_signal(signal.SIGINT)  # quick shutdown: no wait for kept-alive connections
+        process.wait(timeout=10)
+
+
+def test_provider_health_is_the_same_on_every_reload_under_two_workers(
+    two_workers: str, standin: StandIn, admin_user, client
+) -> None:
+    open_circuit("img-openai")
+    client.force_login(admin_user)  # the session lives in the database the workers share
+    browser = requests.Session()
+    browser.cookies.set("sessionid", client.cookies["sessionid"].value)
+
+    pages = [browser.get(two_workers + "/admin/edits_api/providerhealth/", timeout=10) for _ in range(8)]
+    edits = [
+        requests.post(
+            two_workers + "/v1/images/edits", files={"image": ("p.png", PNG, "image/png")}, data={"prompt": "hat"}
+        )
+        for _ in range(6)
+    ]
+
+    assert {page.status_code for page in pages} == {200}
+    assert all("open (" in page.text and "502 upstream_error: OpenAI answered HTTP 500: boom." in page.text
+               for page in pages)  # fmt: skip
+    assert {edit.status_code for edit in edits} == {503}
+    assert standin.received == []
+
+    # Closing it on one worker closes it for all.
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', pages[-1].text)
+    assert token is not None
+    closed = browser.post(
+        two_workers + "/admin/edits_api/providerhealth/",
+        data={"csrfmiddlewaretoken": token.group(1), "action": "close_circuit", "_selected_action": "img-openai"},
+        headers={"Referer": two_workers + "/admin/edits_api/providerhealth/"},
+        timeout=10,
+    )
+    assert closed.status_code == 200, closed.text[:300]  # redirected back to the list
+    after = [
+        requests.post(
+            two_workers + "/v1/images/edits", files={"image": ("p.png", PNG, "image/png")}, data={"prompt": "hat"}
+        )
+        for _ in range(4)
+    ]
+    assert {edit.status_code for edit in after} == {200}
+    browser.close()
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(BREAKER_COOLDOWN_SECONDS=1)
+def test_exactly_one_caller_gets_the_trial_call() -> None:
+    open_circuit("img-trial")
+    time.sleep(1.05)
+    admissions: list[resilience.Admission | None] = []
+
+    def admit() -> None:
+        admissions.append(resilience.breaker_admit("img-trial"))
+
+    threads = [threading.Thread(target=admit) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sum(1 for admission in admissions if admission is not None and admission.trial) == 1
+    assert sum(1 for admission in admissions if admission is None) == 7
+
+
+@pytest.fixture
+def redis_breaker() -> Iterator[str]:
+    """An image model id whose breaker lives in Redis for the test, removed afterwards."""
+    image_model_id = f"img-redis-{uuid.uuid4().hex[:8]}"
+    with override_settings(REDIS_URL=REDIS_TEST_URL):
+        yield image_model_id
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    client.delete(f"gateway:breaker:{image_model_id}", f"gateway:breaker:{image_model_id}:failed")
+
+
+@pytest.mark.django_db
+def test_the_redis_store_is_shared_by_every_instance(redis_breaker: str) -> None:
+    other_instance = resilience._RedisStore(REDIS_TEST_URL)  # another process's own client
+
+    with override_settings(BREAKER_MIN_REQUESTS=2, BREAKER_FAILURE_RATE=0.5):
+        for fingerprint in ("same", "same", "other"):  # the same request twice counts once
+            admission = resilience.breaker_admit(redis_breaker)
+            assert admission is not None
+            resilience.breaker_record(admission, fingerprint=fingerprint, error=FAILURE)
+
+    seen = other_instance.read(redis_breaker)
+    assert seen.open_until > time.time()
+    assert (seen.failures, seen.requests) == (2, 2)
+    assert resilience.breaker_admit(redis_breaker) is None
+    assert not CircuitBreaker.objects.filter(pk=redis_breaker).exists()  # Redis, not the database
+
+    resilience.breaker_close(redis_breaker)
+    assert other_instance.read(redis_breaker).open_until == 0
+
+
+def test_a_breaker_store_that_is_down_lets_calls_through(gateway: Gateway) -> None:
+    with override_settings(REDIS_URL="redis://127.0.0.1:1/0"):  # nothing listens there
+        response = gateway.edit(files=[("image", ("p.png", PNG, "image/png"))], data={"prompt": "hat"})
+
+    assert response.status_code == 200, response.text
