@@ -659,8 +659,9 @@ def _secret_pattern(token: str) -> re.Pattern[str] | None:
             core = text[(0, 2, 3)[shift] : 4 * ((shift + len(raw)) // 3)]
             if len(core) >= 8:
                 encoded.update({core, core.translate(str.maketrans("+/", "-_"))})
-    alternatives = [f"(?i:{'|'.join(literal)})", *(re.escape(e) for e in sorted(encoded, key=len, reverse=True))]
-    return re.compile("|".join(alternatives))
+    # Around a core, up to 3 characters that encode bits of the token too (and padding) go with it.
+    cores = "|".join(re.escape(e) for e in sorted(encoded, key=len, reverse=True))
+    return re.compile(f"(?i:{'|'.join(literal)})|[A-Za-z0-9+/_-]{{0,3}}(?:{cores})[A-Za-z0-9+/_-]{{0,3}}={{0,2}}")
 
 
 def scrub(text: str, token: str) -> str:
