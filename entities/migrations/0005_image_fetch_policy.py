@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('entities', '0002_route_resilience'),
+        ('entities', '0004_provider_choices_callable'),
     ]
 
     operations = [
