@@ -146,7 +146,10 @@ def test_exactly_one_caller_gets_the_trial_call() -> None:
     admissions: list[resilience.Admission | None] = []
 
     def admit() -> None:
-        admissions.append(resilience.breaker_admit("img-trial"))
+        try:
+            admissions.append(resilience.breaker_admit("img-trial"))
+        finally:
+            connection.close()  # this thread's own connection, or the test database stays in use
 
     threads = [threading.Thread(target=admit) for _ in range(8)]
     for thread in threads:
