@@ -35,8 +35,9 @@ class GatewayError(Exception):
         self.param = param
         self.code = code
         self.headers = headers or {}
-        # The provider received the whole request and then went silent or dropped the connection:
-        # it may have done (and billed) the work, so the request is never sent again (contract §3.6).
+        # The provider may have done (and billed) the work: it received the whole request and then
+        # went silent or dropped the connection, or it answered and the answer cannot be used. The
+        # request is never sent again, by the gateway nor on a replay of its Idempotency-Key (§3.6).
         self.outcome_unknown = outcome_unknown
 
     @property

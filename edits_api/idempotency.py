@@ -99,7 +99,8 @@ def run_once(
 ) -> Answer:
     """The answer of `run()` the first time this key is seen in this scope, its replay afterwards.
 
-    A GatewayError from `run` is kept like an answer (4xx) or releases the key (5xx), then raised.
+    A GatewayError from `run` is kept like an answer (4xx, and a 5xx after which the provider may
+    have done and billed the work) or releases the key (other 5xx), then raised.
     """
     claimed = claim(scope=scope, key=key, fingerprint=fingerprint, wait_until=wait_until)
     if isinstance(claimed, Answer):
@@ -107,7 +108,8 @@ def run_once(
     try:
         body = run()
     except GatewayError as error:
-        complete(claimed, status=error.status, body=error.body(), headers=served_headers())
+        headers = {**served_headers(), **error.headers}
+        complete(claimed, status=error.status, body=error.body(), headers=headers, keep=error.outcome_unknown)
         raise
     except BaseException:
         claimed.delete()
@@ -116,9 +118,10 @@ def run_once(
     return Answer(200, body, {})
 
 
-def complete(record: IdempotencyRecord, *, status: int, body: Any, headers: dict[str, str]) -> None:
-    """Keeps a final answer for 24 h; a 5xx lets go of the key so the client may try again."""
-    if status >= 500:
+def complete(record: IdempotencyRecord, *, status: int, body: Any, headers: dict[str, str], keep: bool = False) -> None:
+    """Keeps a final answer for 24 h; a 5xx lets go of the key so the client may try again, unless
+    `keep`: the provider may have billed the request, so a retry with this key must not resend it."""
+    if status >= 500 and not keep:
         record.delete()
         return
     record.state = IdempotencyRecord.DONE

@@ -295,12 +295,14 @@ def connection_lost(connection: Connection) -> GatewayError:
 
 
 def bad_response(connection: Connection, why: str) -> GatewayError:
-    """A 2xx answer the gateway cannot use (not JSON, or not the protocol's shape)."""
+    """A 2xx answer the gateway cannot use (not JSON, or not the protocol's shape): the provider
+    may have billed it, so it is not sent again."""
     return GatewayError(
         502,
         f"{connection.provider_name} sent an unusable answer: {scrub(why, connection.token)}.",
         type="upstream_error",
         code="upstream_bad_response",
+        outcome_unknown=True,
     )
 
 
@@ -845,6 +847,7 @@ def _fetch_error(connection: Connection, why: str) -> GatewayError:
         type="upstream_error",
         code="upstream_bad_response",
         headers=dict(NO_CLIENT_RETRY),
+        outcome_unknown=True,  # the provider was paid for these images
     )
 
 
@@ -858,6 +861,7 @@ def _fetch_transport_error(connection: Connection, error: GatewayError, where: s
             type="upstream_error",
             code="upstream_timeout",
             headers=dict(NO_CLIENT_RETRY),
+            outcome_unknown=True,
         )
     cause = error.__cause__
     if error.code != "upstream_unreachable":

@@ -306,6 +306,21 @@ def test_a_request_the_provider_had_in_full_is_never_sent_again(
     assert time.monotonic() - started < 3
 
 
+def test_a_replay_of_the_idempotency_key_does_not_resend_a_request_the_provider_had(
+    gateway: Gateway, hostile: Hostile
+) -> None:
+    make_route("once", ["localhost/once"], [hostile_model("img-silent", gateway, hostile, timeout_ms=800)])
+    headers = {"Idempotency-Key": "order-in-doubt"}
+
+    first = post(gateway, "/once/v1/images/edits", data={"prompt": "hang-after-body"}, headers=headers)
+    again = post(gateway, "/once/v1/images/edits", data={"prompt": "hang-after-body"}, headers=headers)
+
+    assert (first.status_code, again.status_code) == (504, 504)
+    assert again.json() == first.json()
+    assert (again.headers["Idempotent-Replayed"], again.headers["x-should-retry"]) == ("true", "false")
+    assert hostile.api_calls == 1
+
+
 def test_an_upload_the_provider_never_took_in_full_falls_back(
     gateway: Gateway, hostile: Hostile, backup: StandIn
 ) -> None:
