@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('entities', '0004_provider_choices_callable'),
+        ('entities', '0006_entity_ids_end_at_the_end'),
     ]
 
     operations = [
