@@ -9,6 +9,7 @@ import pytest
 
 from entities.interchange import ImportFailed, entities_export, entities_import
 from entities.models import ImageModel
+from tests.entities.test_admin import _image_model_form
 
 pytestmark = pytest.mark.django_db
 
@@ -54,5 +55,16 @@ def test_a_bad_fetch_policy_is_refused_naming_the_key(connection: dict[str, Any]
 
 def test_the_admin_form_edits_the_fetch_policy(admin_client) -> None:
     entities_import(data={"image_models": [model_json()]})
-    page = admin_client.get("/admin/entities/imagemodel/m1/change/").content.decode()
+    url = "/admin/entities/imagemodel/m1/change/"
+    page = admin_client.get(url).content.decode()
     assert 'name="image_hosts"' in page and 'name="allow_private_network"' in page
+
+    saved = admin_client.post(
+        url, _image_model_form(name="M1", image_hosts="cdn.example.com\n*.blob.example.net", allow_private_network="on")
+    )
+    refused = admin_client.post(url, _image_model_form(name="M1", image_hosts="http://cdn.example.com/"))
+
+    assert saved.status_code == 302
+    stored = ImageModel.objects.get(pk="m1")
+    assert (stored.image_hosts, stored.allow_private_network) == (["cdn.example.com", "*.blob.example.net"], True)
+    assert refused.status_code == 200 and "is not a host name" in refused.content.decode()
