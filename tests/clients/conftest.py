@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import os
+import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +24,13 @@ from entities.models import Route
 from tests.gateway import make_image_model, make_key, make_route
 from tests.standin import StandIn
 
+# LiteLLM must not reach the network: it reads its model cost map from the package instead of
+# fetching it at import, and fetches nothing else on its own. It reads both when imported, and this
+# file is imported before any test module here.
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+os.environ["LITELLM_OFFLINE_MODE"] = "true"
+
+NODE_DIR = Path(__file__).resolve().parent / "node"
 CLIENT_KEY = "gw-clients-test-key-5151"
 ROUTE_ID = "clients"
 OPENAI_WIRE = "img-openai/gpt-image-1"
@@ -53,6 +65,25 @@ def both_wires(live_server: Any, standin: StandIn, transactional_db: None) -> It
     """The live gateway's /v1 base URL, with route `clients` in place."""
     serve_both_wires(standin)
     yield live_server.url + "/v1"
+
+
+@pytest.fixture(scope="session")
+def node_sdk() -> Path:
+    """tests/clients/node with its locked packages: `npm ci` when they are missing or not the pinned
+    version, so `make test` and CI need nothing installed beforehand but node and npm."""
+    npm, node = shutil.which("npm"), shutil.which("node")
+    assert npm and node, "the Node SDK tests need node and npm on PATH"
+    installed = NODE_DIR / "node_modules" / "openai" / "package.json"
+    if not installed.exists() or json.loads(installed.read_text())["version"] != pinned_node_sdk():
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, f"npm ci failed:\n{done.stdout}\n{done.stderr}"
+    return NODE_DIR
+
+
+def pinned_node_sdk() -> str:
+    return str(json.loads((NODE_DIR / "package.json").read_text())["dependencies"]["openai"])
 
 
 def decoded_image(b64_json: str | None) -> Image.Image:

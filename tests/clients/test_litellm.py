@@ -6,26 +6,22 @@ LiteLLM parses each answer into its own types and raises APIConnectionError on o
 refuse (a `usage` without `input_tokens_details` did), after the provider has billed the call: a
 call that returns is the first check, then what it parsed.
 
-LiteLLM must not reach the network: it reads its model cost map from the package instead of
-fetching it (LITELLM_LOCAL_MODEL_COST_MAP) and fetches nothing else on its own
-(LITELLM_OFFLINE_MODE); it reads both when it is imported, hence before the import below.
+LiteLLM must not reach the network: tests/clients/conftest.py sets LITELLM_LOCAL_MODEL_COST_MAP
+(its cost map read from the package, not fetched at import) and LITELLM_OFFLINE_MODE before the
+import below.
 """
 
 from __future__ import annotations
 
 import io
-import os
 from typing import Any
 
+import litellm
 import pytest
+from litellm.litellm_core_utils.get_model_cost_map import get_model_cost_map_source_info
 
 from tests.clients.conftest import CLIENT_KEY, GEMINI_WIRE, OPENAI_WIRE, assert_openai_usage, decoded_image
 from tests.standin import StandIn, image_bytes
-
-os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
-os.environ["LITELLM_OFFLINE_MODE"] = "true"
-import litellm
-from litellm.litellm_core_utils.get_model_cost_map import get_model_cost_map_source_info
 
 PHOTO = image_bytes("png", (64, 64))
 # wire -> (the model a LiteLLM user writes, the image model that serves it)

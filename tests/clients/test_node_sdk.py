@@ -7,7 +7,6 @@ stand-in provider received.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,12 +27,12 @@ from tests.clients.conftest import (
     ROUTE_ID,
     assert_openai_usage,
     decoded_image,
+    pinned_node_sdk,
     serve_both_wires,
 )
 from tests.gateway import PROVIDER_TOKEN
 from tests.standin import Recorded, StandIn, image_bytes
 
-NODE_DIR = Path(__file__).resolve().parent / "node"
 PHOTO = image_bytes("png", (64, 64))
 
 # Each case: one SDK call. Image counts and formats differ so that each answer is told apart.
@@ -88,22 +87,6 @@ class NodeRun:
     received: list[Recorded]  # what the stand-in provider received, in order
 
 
-@pytest.fixture(scope="session")
-def node_sdk() -> Path:
-    """tests/clients/node with its locked packages: `npm ci` when they are missing or not the pinned
-    version, so `make test` and CI need nothing installed beforehand but node and npm."""
-    npm, node = shutil.which("npm"), shutil.which("node")
-    assert npm and node, "the Node SDK tests need node and npm on PATH"
-    pinned = json.loads((NODE_DIR / "package.json").read_text())["dependencies"]["openai"]
-    installed = NODE_DIR / "node_modules" / "openai" / "package.json"
-    if not installed.exists() or json.loads(installed.read_text())["version"] != pinned:
-        done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, capture_output=True, text=True, timeout=600
-        )
-        assert done.returncode == 0, f"npm ci failed:\n{done.stdout}\n{done.stderr}"
-    return NODE_DIR
-
-
 @pytest.fixture(scope="module")
 def node_run(
     django_db_setup: None, django_db_blocker: Any, live_server: Any, node_sdk: Path, tmp_path_factory: Any
@@ -128,7 +111,7 @@ def node_run(
         received = standin.received
     assert done.returncode == 0, f"node failed:\n{done.stderr}"
     printed = json.loads(done.stdout)
-    assert printed["sdkVersion"] == json.loads((node_sdk / "package.json").read_text())["dependencies"]["openai"]
+    assert printed["sdkVersion"] == pinned_node_sdk()
     yield NodeRun(results=printed["results"], received=received)
 
 
