@@ -1,12 +1,15 @@
-"""Client API keys: a route that any key names needs one of its keys."""
+"""Client API keys: a route that any key names needs one of its keys (enabled and unexpired)."""
 
 from __future__ import annotations
 
 from django.http import HttpRequest
+from django.utils import timezone
 
 from edits_api.errors import GatewayError
 from edits_api.routing import KeyInfo, RouteInfo
 from entities.models import hash_secret
+
+INVALID_KEY = "The API key is not valid for this route."
 
 
 def presented_secret(request: HttpRequest) -> str | None:
@@ -25,10 +28,9 @@ def authenticate(request: HttpRequest, route: RouteInfo) -> KeyInfo | None:
         raise _unauthorized("This route needs an API key: send 'Authorization: Bearer <key>'.")
     # Looked up by its SHA-256, so lookup timing tells nothing about the secret itself.
     key = route.key_hashes.get(hash_secret(secret))
-    if key is None:
-        raise _unauthorized("The API key is not valid for this route.")
-    if not key.enabled:
-        raise _unauthorized("This API key is disabled.")
+    # Unknown, disabled or expired: one answer, so a caller learns nothing about which keys exist.
+    if key is None or not key.usable(timezone.now()):
+        raise _unauthorized(INVALID_KEY)
     return key
 
 

@@ -7,10 +7,12 @@ when an entity is saved (signals below), so an admin change reaches every worker
 
 from __future__ import annotations
 
+import datetime
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import DatabaseError
@@ -28,6 +30,29 @@ class KeyInfo:
     enabled: bool
     requests_per_minute: int | None
     images_per_day: int | None
+    budget_usd_per_day: Decimal | None = None
+    budget_usd_per_month: Decimal | None = None
+    expires_at: datetime.datetime | None = None
+    models_include: tuple[str, ...] = ()
+    models_exclude: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, key: ApiKey) -> KeyInfo:
+        return cls(
+            id=key.id,
+            enabled=key.enabled,
+            requests_per_minute=key.requests_per_minute,
+            images_per_day=key.images_per_day,
+            budget_usd_per_day=key.budget_usd_per_day,
+            budget_usd_per_month=key.budget_usd_per_month,
+            expires_at=key.expires_at,
+            models_include=tuple(key.models_include or ()),
+            models_exclude=tuple(key.models_exclude or ()),
+        )
+
+    def usable(self, now: datetime.datetime) -> bool:
+        """Enabled and not expired."""
+        return self.enabled and (self.expires_at is None or now < self.expires_at)
 
 
 @dataclass(frozen=True)
@@ -86,7 +111,7 @@ def _build() -> RouteTable:
         refs.setdefault((ref.route_id, ref.plugin), []).append(models[ref.image_model_id])
     keys: dict[str, dict[str, KeyInfo]] = {}
     for key in ApiKey.objects.prefetch_related("routes"):
-        key_info = KeyInfo(key.id, key.enabled, key.requests_per_minute, key.images_per_day)
+        key_info = KeyInfo.of(key)
         for route in key.routes.all():
             keys.setdefault(route.id, {})[key.secret_hash] = key_info
     entries = []

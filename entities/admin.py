@@ -225,17 +225,24 @@ def _ref_list(route: Route, plugin: str) -> str:
     return " → ".join(ids) if ids else "—"
 
 
+_LIMIT_FIELDSETS: tuple[Any, ...] = (
+    ("Rate limits", {"fields": ["requests_per_minute", "images_per_day"]}),
+    ("Budget (USD, per UTC day and month)", {"fields": ["budget_usd_per_day", "budget_usd_per_month"]}),
+    ("Lifetime and models", {"fields": ["expires_at", "models_include", "models_exclude"]}),
+)
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
     form = ApiKeyForm
-    list_display = ("id", "name", "enabled", "route_list", "secret_hint", "limits")
+    list_display = ("id", "name", "enabled", "route_list", "secret_hint", "limits", "expires_at")
     list_filter = ("enabled",)
     search_fields = ("id", "name")
     filter_horizontal = ("routes",)
     actions = ("regenerate_secret",)
     fieldsets = (
         (None, {"fields": ["id", "name", "enabled", "secret_hint", "routes"]}),
-        ("Rate limits", {"fields": ["requests_per_minute", "images_per_day"]}),
+        *_LIMIT_FIELDSETS,
         ("History", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
     )
 
@@ -253,7 +260,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
                         "description": "The secret is generated when you save and shown once.",
                     },
                 ),
-                ("Rate limits", {"fields": ["requests_per_minute", "images_per_day"]}),
+                *_LIMIT_FIELDSETS,
             ]
         return super().get_fieldsets(request, obj)
 
@@ -271,6 +278,10 @@ class ApiKeyAdmin(admin.ModelAdmin):
             parts.append(f"{obj.requests_per_minute}/min")
         if obj.images_per_day:
             parts.append(f"{obj.images_per_day} images/day")
+        if obj.budget_usd_per_day is not None:
+            parts.append(f"${obj.budget_usd_per_day:f}/day")
+        if obj.budget_usd_per_month is not None:
+            parts.append(f"${obj.budget_usd_per_month:f}/month")
         return ", ".join(parts) or "none"
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: ModelForm, change: bool) -> None:

@@ -569,11 +569,19 @@ class ApiKeyForm(forms.ModelForm):
 
     class Meta:
         model = ApiKey
-        fields = ["id", "name", "enabled", "routes", "requests_per_minute", "images_per_day"]
+        fields = [
+            "id", "name", "enabled", "routes", "requests_per_minute", "images_per_day", "budget_usd_per_day",
+            "budget_usd_per_month", "expires_at", "models_include", "models_exclude",
+        ]  # fmt: skip
         help_texts = {
             "routes": "Routes this key opens. A route named by any key requires a key.",
             "requests_per_minute": "Empty: no limit.",
-            "images_per_day": "Empty: no limit.",
+            "images_per_day": "Counts the n of each request. Empty: no limit.",
+            "budget_usd_per_day": "Estimated cost reserved before each call, real cost settled after. Empty: none.",
+            "budget_usd_per_month": "Empty: no monthly budget.",
+            "expires_at": "After this moment the key is refused like an unknown one. Empty: never.",
+            "models_include": 'Regular expressions a model name must match, e.g. ["gpt-image-.*"]. Empty: any.',
+            "models_exclude": "Regular expressions of model names this key may not use.",
         }
 
     def clean(self) -> dict[str, Any]:

@@ -6,13 +6,16 @@ so a file is held to exactly what the admin enforces.
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Literal
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import DatabaseError, models, transaction
+from django.utils.dateparse import parse_datetime
 
 from entities.models import (
     DEFAULT_TIMEOUT_MS,
@@ -73,6 +76,10 @@ _API_KEY_PATHS = {
     "secret_hash": "secret",
     "requests_per_minute": "rate_limit.requests_per_minute",
     "images_per_day": "rate_limit.images_per_day",
+    "budget_usd_per_day": "budget.usd_per_day",
+    "budget_usd_per_month": "budget.usd_per_month",
+    "models_include": "models.include",
+    "models_exclude": "models.exclude",
 }
 # Fields that say nothing about the entity itself; an import that changes only these is a no-op.
 _BOOKKEEPING = {"created_at", "updated_at"}
@@ -130,6 +137,7 @@ def _plural(n: int, noun: str) -> str:
 
 _JSON_TYPE_NAMES = {
     str: "a string",
+    float: "a number",
     int: "a whole number",
     bool: "true or false",
     list: "a list",
@@ -162,6 +170,8 @@ def _is(value: Any, expected: type) -> bool:
     # JSON true/false are Python ints; a count written `true` is a mistake, not 1.
     if expected is int:
         return isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:  # any JSON number
+        return isinstance(value, int | float) and not isinstance(value, bool)
     return isinstance(value, expected)
 
 
@@ -421,8 +431,27 @@ _API_KEY_KEYS: dict[str, type] = {
     "secret": str,
     "routes": list,
     "rate_limit": dict,
+    "budget": dict,
+    "expires_at": str,
+    "models": dict,
 }
 _RATE_LIMIT_KEYS: dict[str, type] = {"requests_per_minute": int, "images_per_day": int}
+_BUDGET_KEYS: dict[str, type] = {"usd_per_day": float, "usd_per_month": float}
+_KEY_MODELS_KEYS: dict[str, type] = {"include": list, "exclude": list}
+
+
+def _expiry(problems: _Problems, where: str, value: str | None) -> tuple[bool, datetime.datetime | None]:
+    """`expires_at` as an aware datetime (UTC when no offset is written); (False, None) when invalid."""
+    if value is None:
+        return True, None
+    try:
+        parsed = parse_datetime(value)
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        problems.add(where, "expires_at", f"{value!r} is not an ISO 8601 date and time (e.g. 2027-01-31T00:00:00Z)")
+        return False, None
+    return True, parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
 
 
 def _import_api_key(problems: _Problems, where: str, item: Any, summary: ImportSummary) -> None:
@@ -430,11 +459,16 @@ def _import_api_key(problems: _Problems, where: str, item: Any, summary: ImportS
     if entity is None:
         return
     limits = _object(problems, where, "rate_limit", entity.get("rate_limit", {}), _RATE_LIMIT_KEYS)
+    budget = _object(problems, where, "budget", entity.get("budget", {}), _BUDGET_KEYS)
+    selection = _object(problems, where, "models", entity.get("models", {}), _KEY_MODELS_KEYS)
+    expiry_ok, expires_at = _expiry(problems, where, entity.get("expires_at"))
     route_ids = entity.get("routes", [])
     if not all(isinstance(r, str) for r in route_ids):
         problems.add(where, "routes", "must be a list of route ids (strings)")
         return
-    if limits is None or not _valid_id(problems, where, ApiKey, entity["id"]):
+    if limits is None or budget is None or selection is None or not expiry_ok:
+        return
+    if not _valid_id(problems, where, ApiKey, entity["id"]):
         return
 
     instance = ApiKey.objects.filter(pk=entity["id"]).first()
@@ -447,6 +481,12 @@ def _import_api_key(problems: _Problems, where: str, item: Any, summary: ImportS
     instance.enabled = entity.get("enabled", True)
     instance.requests_per_minute = limits.get("requests_per_minute")
     instance.images_per_day = limits.get("images_per_day")
+    # Through str, so 0.1 is 0.1 USD and not the float nearest to it.
+    for field, json_key in (("budget_usd_per_day", "usd_per_day"), ("budget_usd_per_month", "usd_per_month")):
+        setattr(instance, field, Decimal(str(budget[json_key])) if json_key in budget else None)
+    instance.expires_at = expires_at
+    instance.models_include = selection.get("include", [])
+    instance.models_exclude = selection.get("exclude", [])
     reported = len(problems.errors)
     secret_refused = False
     if "secret" in entity:  # absent: the stored hash stays (exports never carry secrets)
@@ -575,13 +615,25 @@ def api_key_export(key: ApiKey) -> dict[str, Any]:
     limits = {
         name: value for name in ("requests_per_minute", "images_per_day") if (value := getattr(key, name)) is not None
     }
-    return {
+    exported: dict[str, Any] = {
         "id": key.id,
         "name": key.name,
         "enabled": key.enabled,
         "routes": sorted(r.id for r in key.routes.all()),
         "rate_limit": limits,
     }
+    budget = {
+        name: float(value)
+        for name, value in (("usd_per_day", key.budget_usd_per_day), ("usd_per_month", key.budget_usd_per_month))
+        if value is not None
+    }
+    if budget:
+        exported["budget"] = budget
+    if key.expires_at is not None:
+        exported["expires_at"] = key.expires_at.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
+    if key.models_include or key.models_exclude:
+        exported["models"] = {"include": list(key.models_include), "exclude": list(key.models_exclude)}
+    return exported
 
 
 def entities_export(*, with_secrets: bool) -> dict[str, Any]:

@@ -100,6 +100,12 @@ def validate_regex_list(patterns: Any) -> None:
             raise ValidationError(f"{pattern!r} is not a valid regular expression: {exc}") from None
 
 
+def model_allowed(model: str, include: list[str], exclude: list[str]) -> bool:
+    """Whether `model` passes include/exclude regular expressions (whole-name matches)."""
+    included = not include or any(re.fullmatch(pattern, model) for pattern in include)
+    return included and not any(re.fullmatch(pattern, model) for pattern in exclude)
+
+
 def validate_string_list(values: Any) -> None:
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise ValidationError("must be a list of strings")
@@ -351,6 +357,8 @@ def hash_secret(secret: str) -> str:
 
 
 class ApiKey(models.Model):
+    """A client's key: which routes it opens, and the limits, budget, lifetime and models it has."""
+
     id = models.CharField(primary_key=True, max_length=200, validators=[ENTITY_ID])
     name = models.CharField(max_length=200)
     enabled = models.BooleanField(default=True)
@@ -359,6 +367,17 @@ class ApiKey(models.Model):
     routes = models.ManyToManyField(Route, related_name="api_keys", blank=True)
     requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
     images_per_day = models.PositiveIntegerField(null=True, blank=True)
+    budget_usd_per_day = models.DecimalField(
+        max_digits=12, decimal_places=4, null=True, blank=True, verbose_name="budget (USD per day)"
+    )
+    budget_usd_per_month = models.DecimalField(
+        max_digits=12, decimal_places=4, null=True, blank=True, verbose_name="budget (USD per month)"
+    )
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: never expires.")
+    models_include = models.JSONField(
+        default=list, blank=True, validators=[validate_regex_list], help_text="Empty: every model."
+    )
+    models_exclude = models.JSONField(default=list, blank=True, validators=[validate_regex_list])
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -378,9 +397,16 @@ class ApiKey(models.Model):
     def clean(self) -> None:
         if not self.secret_hash:
             raise ValidationError({"secret": "a key needs a secret"})
+        errors = {}
         for field in ("requests_per_minute", "images_per_day"):
             if getattr(self, field) == 0:
-                raise ValidationError({field: "must be at least 1 (leave empty for no limit)"})
+                errors[field] = "must be at least 1 (leave empty for no limit)"
+        for field in ("budget_usd_per_day", "budget_usd_per_month"):
+            value = getattr(self, field)
+            if value is not None and value <= 0:
+                errors[field] = "must be more than 0 USD (leave empty for no budget)"
+        if errors:
+            raise ValidationError(errors)
 
 
 class AdminToken(models.Model):
