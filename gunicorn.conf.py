@@ -28,6 +28,8 @@ errorlog = "-"
 # Hooks below follow gunicorn's signatures (server, worker).
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(tempfile.gettempdir(), f"gateway-metrics-{os.getpid()}")
+# Now, not in on_starting: the preloaded app declares its metrics before that hook runs.
+os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 
 def _clear_samples() -> None:

@@ -1,4 +1,4 @@
-"""Usage records in the admin: read-only, filterable, for operators answering "what happened?"."""
+"""The ledger, the price table and provider health in the admin."""
 
 from __future__ import annotations
 
@@ -7,17 +7,19 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from edits_api import resilience
-from edits_api.models import ProviderHealth, UsageRecord
+from edits_api.models import Price, ProviderHealth, UsageRecord
 
 
 @admin.register(UsageRecord)
 class UsageRecordAdmin(admin.ModelAdmin):
+    """The ledger: read-only; filter by route, key, provider, status, channel and day."""
+
     list_display = (
-        "created_at", "endpoint", "route_id", "image_model_id", "api_key_id", "model", "status",
-        "error_code", "images", "attempts", "latency_ms",
+        "created_at", "endpoint", "route_id", "api_key_id", "image_model_id", "model", "status",
+        "error_code", "images", "cost", "attempts", "latency_ms",
     )  # fmt: skip
-    list_filter = ("endpoint", "status", "provider", "error_code")
-    search_fields = ("route_id", "image_model_id", "api_key_id", "model")
+    list_filter = ("endpoint", "channel", "status", "provider", "error_code", "route_id", "api_key_id")
+    search_fields = ("request_id", "route_id", "image_model_id", "api_key_id", "model")
     date_hierarchy = "created_at"
     readonly_fields = [field.name for field in UsageRecord._meta.fields]
 
@@ -26,6 +28,46 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+    @admin.display(description="cost (USD)", ordering="cost_usd")
+    def cost(self, obj: UsageRecord) -> str:
+        return "unknown" if obj.cost_usd is None else f"{obj.cost_usd:f}"
+
+
+@admin.register(Price)
+class PriceAdmin(admin.ModelAdmin):
+    """The price table costs are computed from; each row says where its figures come from."""
+
+    list_display = (
+        "provider", "model", "text_input_per_mtok", "image_input_per_mtok", "image_output_per_mtok",
+        "text_output_per_mtok", "per_image_summary", "per_input_image", "source_date",
+    )  # fmt: skip
+    list_filter = ("provider",)
+    search_fields = ("model", "source", "notes")
+    fieldsets = (
+        (None, {"fields": ["provider", "model"]}),
+        (
+            "Token rates (USD per million tokens)",
+            {
+                "fields": [
+                    "text_input_per_mtok",
+                    "image_input_per_mtok",
+                    "image_output_per_mtok",
+                    "text_output_per_mtok",
+                ]
+            },
+        ),
+        ("Per image (USD)", {"fields": ["per_image", "per_input_image"]}),
+        ("Source", {"fields": ["source", "source_date", "notes"]}),
+    )
+
+    @admin.display(description="per image")
+    def per_image_summary(self, obj: Price) -> str:
+        values = [float(v) for v in (obj.per_image or {}).values()]
+        if not values:
+            return "—"
+        low, high = min(values), max(values)
+        return f"{low:g}" if low == high else f"{low:g}–{high:g}"
 
 
 @admin.register(ProviderHealth)

@@ -120,8 +120,9 @@ def run_once(
 
 def complete(record: IdempotencyRecord, *, status: int, body: Any, headers: dict[str, str], keep: bool = False) -> None:
     """Keeps a final answer for 24 h; a 5xx lets go of the key so the client may try again, unless
-    `keep`: the provider may have billed the request, so a retry with this key must not resend it."""
-    if status >= 500 and not keep:
+    `keep`: the provider may have billed the request, so a retry with this key must not resend it.
+    A 429 (rate limit, budget) always lets go: the same request may fit later."""
+    if status == 429 or (status >= 500 and not keep):
         record.delete()
         return
     record.state = IdempotencyRecord.DONE

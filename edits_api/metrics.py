@@ -1,12 +1,16 @@
 """Prometheus metrics of the image API, served at GET /metrics.
 
 Under gunicorn each worker is a process: with PROMETHEUS_MULTIPROC_DIR set (gunicorn.conf.py sets
-it), every worker writes its samples there and /metrics adds them up.
+it), every worker writes its samples there and /metrics adds them up. Every family is declared at
+import, and /metrics lists the families no worker has a sample of yet, so a scrape right after
+start already shows them all.
 """
 
 from __future__ import annotations
 
 import os
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import (
@@ -18,6 +22,10 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics import MetricWrapperBase
+
+if TYPE_CHECKING:
+    from edits_api.accounting.ledger import LedgerEntry
 
 REQUESTS = Counter(
     "gateway_requests_total",
@@ -36,22 +44,79 @@ PROVIDER_ATTEMPTS = Counter(
     ["endpoint"],
 )
 IMAGES = Counter("gateway_images_total", "Images returned to clients.", ["endpoint", "image_model"])
+COST = Counter(
+    "gateway_cost_usd_total",
+    "What answered requests cost at the price table's rates, in USD (requests of unknown cost excluded).",
+    ["endpoint", "route", "key"],
+)
+UNPRICED = Counter(
+    "gateway_cost_unknown_total",
+    "Requests whose cost is unknown: no price for the model, or a call that may have been billed unanswered.",
+    ["endpoint", "route", "key"],
+)
+RATE_LIMITED = Counter(
+    "gateway_rate_limited_total",
+    "Requests refused with 429 by a key's rate limit or budget (limit: requests, images, usd_per_day, usd_per_month).",
+    ["route", "key", "limit"],
+)
+RATE_LIMIT_STORE_ERRORS = Counter(
+    "gateway_rate_limit_store_errors_total",
+    "Rate-limit checks that could not reach their store (Redis or the database).",
+    ["outcome"],  # "admitted" (RATE_LIMIT_FAIL_OPEN) or "refused"
+)
+LEDGER_JOURNALED = Counter(
+    "gateway_ledger_journaled_total", "Ledger rows written to the local journal instead of the database."
+)
+LEDGER_REPLAYED = Counter("gateway_ledger_replayed_total", "Journaled ledger rows inserted once the database was back.")
+LEDGER_WRITE_FAILURES = Counter("gateway_ledger_write_failures_total", "Ledger batches the database refused.")
+
+_DECLARED: list[MetricWrapperBase] = [
+    REQUESTS,
+    LATENCY,
+    PROVIDER_ATTEMPTS,
+    IMAGES,
+    COST,
+    UNPRICED,
+    RATE_LIMITED,
+    RATE_LIMIT_STORE_ERRORS,
+    LEDGER_JOURNALED,
+    LEDGER_REPLAYED,
+    LEDGER_WRITE_FAILURES,
+]
 
 
-def observe(
-    *, endpoint: str, route: str, image_model: str, status: int, seconds: float, attempts: int, images: int
-) -> None:
-    REQUESTS.labels(endpoint, route, image_model, str(status)).inc()
-    LATENCY.labels(endpoint).observe(seconds)
-    if attempts:
-        PROVIDER_ATTEMPTS.labels(endpoint).inc(attempts)
-    if images:
-        IMAGES.labels(endpoint, image_model).inc(images)
+def observe_request(entry: LedgerEntry) -> None:
+    """Counts one answered request (called with its ledger row, so every path counts alike)."""
+    REQUESTS.labels(entry.endpoint, entry.route_id, entry.image_model_id, str(entry.status)).inc()
+    LATENCY.labels(entry.endpoint).observe(entry.latency_ms / 1000)
+    if entry.attempts:
+        PROVIDER_ATTEMPTS.labels(entry.endpoint).inc(entry.attempts)
+    if entry.images:
+        IMAGES.labels(entry.endpoint, entry.image_model_id).inc(entry.images)
+    if entry.cost_usd is None:
+        UNPRICED.labels(entry.endpoint, entry.route_id, entry.api_key_id).inc()
+    elif Decimal(entry.cost_usd):
+        COST.labels(entry.endpoint, entry.route_id, entry.api_key_id).inc(float(entry.cost_usd))
+
+
+def _declared_but_absent(present: set[str]) -> bytes:
+    """HELP and TYPE lines of the families without a sample yet (multiprocess mode only)."""
+    lines = []
+    for metric in _DECLARED:
+        name = metric._name
+        kind: Any = metric._type
+        if name in present:
+            continue
+        lines.append(f"# HELP {name}{'_total' if kind == 'counter' else ''} {metric._documentation}")
+        lines.append(f"# TYPE {name}{'_total' if kind == 'counter' else ''} {kind}")
+    return ("\n".join(lines) + "\n").encode() if lines else b""
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+        present = {family.name for family in registry.collect()}
+        body = generate_latest(registry) + _declared_but_absent(present)
+        return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
     return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

@@ -56,6 +56,7 @@ class Outcome:
     images: int = 0
     usage: dict[str, Any] | None = None
     notices: list[str] = field(default_factory=list)  # said to the client in X-Gateway-Notice
+    upstream_ms: float = 0.0  # time spent in provider calls, retries included
 
 
 @dataclass(frozen=True)
@@ -483,8 +484,13 @@ def _call_with_retries(
             raise _OutOfTime
         bounded = replace(connection, timeout_s=min(connection.timeout_s, remaining))
         outcome.attempts += 1
+        call_started = time.monotonic()
         try:
-            return http.scrub_result(bounded, call(bounded, request)), bounded
+            try:
+                result = call(bounded, request)
+            finally:  # the ledger's upstream latency: time in provider calls only
+                outcome.upstream_ms += (time.monotonic() - call_started) * 1000
+            return http.scrub_result(bounded, result), bounded
         except GatewayError as error:
             http.scrub_error(error, connection.token)
             if not error.retryable or error.code == "upstream_auth_error":

@@ -15,11 +15,13 @@ from typing import Any
 from django.core.files.uploadedfile import UploadedFile
 
 from edits_api import resilience, results, validation
+from edits_api.accounting import admission
+from edits_api.accounting.ledger import Draft
 from edits_api.errors import GatewayError
 from edits_api.providers import adapter_for
 from edits_api.providers.base import Connection, ImageFile, ImageRequest, ImageResult
-from edits_api.resilience import Outcome, RetryPolicy
-from edits_api.routing import RouteInfo
+from edits_api.resilience import RetryPolicy
+from edits_api.routing import KeyInfo, RouteInfo
 from edits_api.selection import Candidate, select_image_models
 from edits_api.wire import ImagesRequest
 from entities import vocabulary
@@ -105,8 +107,11 @@ def _inspect(files: tuple[UploadedFile, ...], mask: UploadedFile | None) -> tupl
     return images, (validation.inspect_image(mask, "mask") if mask is not None else None)
 
 
-def _serve(*, route: RouteInfo, request: ImagesRequest, public_base: str, started: float, outcome: Outcome) -> Served:
+def _serve(
+    *, route: RouteInfo, request: ImagesRequest, public_base: str, started: float, draft: Draft, key: KeyInfo | None
+) -> Served:
     operation = request.operation
+    outcome = draft.outcome
     plugin = route.route.plugin(operation)
     selection = select_image_models(
         refs=route.refs(operation), operation=operation, model=request.model, provider=request.provider
@@ -115,11 +120,14 @@ def _serve(*, route: RouteInfo, request: ImagesRequest, public_base: str, starte
     # The first candidate is checked before any call, so bad input never reaches a provider.
     first = selection.candidates[0]
     prepared = {first.image_model.id: _prepare(first, request, images, mask, decode=plugin.decode)}
+    _admit(draft, key, first, prepared[first.image_model.id].request)
 
     def prepare(candidate: Candidate) -> tuple[ImageRequest, str | None]:
-        found = prepared.get(candidate.image_model.id) or _prepare(
-            candidate, request, images, mask, decode=plugin.decode
-        )
+        found = prepared.get(candidate.image_model.id)
+        if found is None:
+            if key is not None and not admission.key_allows_model(key, candidate.model):
+                raise admission.model_not_allowed(key, candidate.model)  # this fallback is skipped
+            found = _prepare(candidate, request, images, mask, decode=plugin.decode)
         return found.request, found.response_format
 
     def adapter_call(connection: Connection, provider_request: ImageRequest) -> ImageResult:
@@ -137,12 +145,13 @@ def _serve(*, route: RouteInfo, request: ImagesRequest, public_base: str, starte
         connect=connection_for,
         call=adapter_call,
     )
+    # Counted and billed by what the provider made, before anything else can fail.
+    outcome.images, outcome.usage = len(result.items), result.usage
+    draft.size, draft.quality = result.size or draft.size, result.quality or draft.quality
     body = results.answer(
         result, response_format=response_format, public_base=public_base, connection=connection,
         notices=outcome.notices,
     )  # fmt: skip
-    outcome.images = len(body["data"])
-    outcome.usage = body.get("usage")
     logger.info(
         "%s served by %s in %.0f ms after %d attempt(s)",
         operation.value,
@@ -153,17 +162,46 @@ def _serve(*, route: RouteInfo, request: ImagesRequest, public_base: str, starte
     return Served(body=body, decode=plugin.decode and len(body["data"]) == 1)
 
 
+def _admit(draft: Draft, key: KeyInfo | None, first: Candidate, checked: ImageRequest) -> None:
+    """The key's model, rate limits and budget, for the first candidate, before any call."""
+    admission.admit(
+        draft=draft,
+        key=key,
+        provider=first.image_model.provider,
+        model=checked.model,
+        n=checked.n,
+        size=checked.size,
+        quality=checked.quality,
+        images_in=len(checked.images),
+    )
+
+
 def image_edit(
-    *, route: RouteInfo, request: ImagesRequest, public_base: str, started: float, outcome: Outcome
+    *,
+    route: RouteInfo,
+    request: ImagesRequest,
+    public_base: str,
+    started: float,
+    draft: Draft,
+    key: KeyInfo | None = None,
 ) -> Served:
-    """Edits the request's images with the route's edit plugin (contract §3)."""
+    """Edits the request's images with the route's edit plugin (contract §3). `draft` is the
+    request's ledger row (ledger.recording), filled in as it goes; `key` is admitted before any
+    provider call (accounting/admission.py)."""
     assert request.operation is Operation.EDIT
-    return _serve(route=route, request=request, public_base=public_base, started=started, outcome=outcome)
+    return _serve(route=route, request=request, public_base=public_base, started=started, draft=draft, key=key)
 
 
 def image_generate(
-    *, route: RouteInfo, request: ImagesRequest, public_base: str, started: float, outcome: Outcome
+    *,
+    route: RouteInfo,
+    request: ImagesRequest,
+    public_base: str,
+    started: float,
+    draft: Draft,
+    key: KeyInfo | None = None,
 ) -> Served:
-    """Generates images from the request's prompt with the route's generation plugin (contract §4)."""
+    """Generates images from the request's prompt with the route's generation plugin (contract §4);
+    `draft` and `key` as for image_edit."""
     assert request.operation is Operation.GENERATION
-    return _serve(route=route, request=request, public_base=public_base, started=started, outcome=outcome)
+    return _serve(route=route, request=request, public_base=public_base, started=started, draft=draft, key=key)

@@ -18,11 +18,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from edits_api import idempotency, metrics, results, services, wire
+from edits_api import idempotency, results, services, wire
+from edits_api.accounting import admission, ledger, limits
 from edits_api.auth import authenticate
 from edits_api.errors import GatewayError
-from edits_api.models import UsageRecord
-from edits_api.resilience import Outcome
+from edits_api.observability import current_request_id
 from edits_api.routing import KeyInfo, RouteInfo, route_table
 from edits_api.schema import (
     EDIT_DESCRIPTION,
@@ -32,7 +32,6 @@ from edits_api.schema import (
     ImageGenerationSerializer,
 )
 from edits_api.uploads import declared_length, multipart_upload
-from edits_api.usage import usage_save
 from edits_api.wire import ImagesRequest
 from entities.catalog import Operation
 from entities.models import DEFAULT_MAX_SIZE_UPLOAD
@@ -42,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 
 class ImagesEndpoint(APIView):
-    """Shared by the image endpoints: route resolution before the body is read, and usage records."""
+    """Shared by the image endpoints: route resolution before the body is read, and the ledger row."""
 
     operation: Operation
     route: RouteInfo | None = None
@@ -50,9 +49,12 @@ class ImagesEndpoint(APIView):
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         self.started = time.monotonic()
-        self.outcome = Outcome()
-        response = super().dispatch(request, *args, **kwargs)
-        self._record(request, response, self.started)
+        endpoint = self.operation.endpoint
+        with ledger.recording(request_id=current_request_id(), channel="api", endpoint=endpoint) as draft:
+            self.draft, self.outcome = draft, draft.outcome
+            draft.request_bytes = _safe_length(request)
+            response = super().dispatch(request, *args, **kwargs)
+            _answered(draft, response)
         return response
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
@@ -64,6 +66,7 @@ class ImagesEndpoint(APIView):
                 404, f"No route serves {endpoint} at {request.get_host()}{request.path}.", code="route_not_found"
             )
         self.route = match[0]
+        self.draft.route_id = self.route.route.id
         if request.method != "POST":
             raise GatewayError(
                 405,
@@ -72,13 +75,15 @@ class ImagesEndpoint(APIView):
                 headers={"Allow": "POST"},
             )
         self.key = authenticate(request._request, self.route)
+        self.draft.api_key_id = self.key.id if self.key else ""
 
     def _plugin(self, route: RouteInfo) -> PluginConfig:
         return route.route.plugin(self.operation)
 
     def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)
-        for name, value in self._served_headers().items():
+        headers = {**self._served_headers(), **admission.rate_headers(self.draft, self.key)}
+        for name, value in headers.items():
             response.setdefault(name, value)
         return response
 
@@ -132,39 +137,24 @@ class ImagesEndpoint(APIView):
             request=images_request,
             public_base=request.build_absolute_uri("/").rstrip("/"),
             started=self.started,
-            outcome=self.outcome,
+            draft=self.draft,
+            key=self.key,
         )
 
-    def _record(self, request: HttpRequest, response: HttpResponseBase, started: float) -> None:
-        """One usage row per request; a failure to record is logged, never turned into an error."""
-        body = getattr(response, "data", None)
-        error = body.get("error") if isinstance(body, dict) else None
-        outcome = self.outcome
-        metrics.observe(
-            endpoint=self.operation.endpoint,
-            route=self.route.route.id if self.route else "",
-            image_model=outcome.image_model.id if outcome.image_model else "",
-            status=response.status_code,
-            seconds=time.monotonic() - started,
-            attempts=outcome.attempts,
-            images=outcome.images,
-        )
-        record = UsageRecord(
-            endpoint=self.operation.endpoint,
-            route_id=self.route.route.id if self.route else "",
-            image_model_id=outcome.image_model.id if outcome.image_model else "",
-            api_key_id=self.key.id if self.key else "",
-            provider=outcome.image_model.provider if outcome.image_model else "",
-            model=outcome.model[:200],
-            status=response.status_code,
-            error_code=(error.get("code") or "")[:64] if isinstance(error, dict) else "",
-            images=outcome.images,
-            request_bytes=_safe_length(request),
-            latency_ms=int((time.monotonic() - started) * 1000),
-            attempts=outcome.attempts,
-            usage=outcome.usage,
-        )
-        usage_save(record)
+
+def _answered(draft: ledger.Draft, response: HttpResponseBase) -> None:
+    """What the ledger row needs from the answer: status, error code and size."""
+    body = getattr(response, "data", None)
+    error = body.get("error") if isinstance(body, dict) else None
+    draft.status = response.status_code
+    draft.error_code = str(error.get("code") or "") if isinstance(error, dict) else ""
+    length = response.get("Content-Length")
+    if length:
+        draft.response_bytes = int(length)
+    elif isinstance(response, Response):
+        draft.response_bytes = len(response.rendered_content)
+    elif isinstance(response, HttpResponse):
+        draft.response_bytes = len(response.content)
 
 
 def _image_response(body: dict[str, Any]) -> HttpResponse:
@@ -229,6 +219,12 @@ def readyz(request: HttpRequest) -> JsonResponse:
             cache.get("readyz")
         except Exception:  # any client error means Redis is not usable
             failed.append("redis")
+        if limits.store_health() is not None and "redis" not in failed:
+            failed.append("redis")
     if failed:
-        return JsonResponse({"status": "unavailable", "failed": failed}, status=503)
-    return JsonResponse({"status": "ready"})
+        body: dict[str, Any] = {"status": "unavailable", "failed": failed}
+        if "redis" in failed or (not settings.REDIS_URL and "database" in failed):
+            # What keyed requests with rate limits meet meanwhile (RATE_LIMIT_FAIL_OPEN).
+            body["rate_limits"] = "not enforced" if settings.RATE_LIMIT_FAIL_OPEN else "refusing"
+        return JsonResponse(body, status=503)
+    return JsonResponse({"status": "ready", "rate_limits": "enforced"})

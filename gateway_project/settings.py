@@ -9,6 +9,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from edits_api.observability import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -93,6 +95,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "edits_api.observability.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "edits_api.errors.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -163,8 +166,20 @@ ROUTE_CACHE_SECONDS = env.float("ROUTE_CACHE_SECONDS", default=1.0)
 # Kept-alive connections per provider host and worker: as many as threads that may call it at once.
 PROVIDER_POOL_SIZE = _positive_int("PROVIDER_POOL_SIZE", 512)
 
-# Usage rows are written in batches by a thread per process, this often (0: with each request).
-USAGE_FLUSH_SECONDS = env.float("USAGE_FLUSH_SECONDS", default=0.5)
+# The usage ledger (edits_api/accounting/ledger.py): rows are written in batches by a thread per
+# process this often (0: during each request); the in-memory buffer holds this many rows, a caller
+# waits this long for room, then rows go to the append-only journal in LEDGER_JOURNAL_DIR, which is
+# replayed once the database answers (tried at most every LEDGER_REPLAY_SECONDS).
+LEDGER_FLUSH_SECONDS = env.float("LEDGER_FLUSH_SECONDS", default=0.5)
+LEDGER_BUFFER_SIZE = _positive_int("LEDGER_BUFFER_SIZE", 10_000)
+LEDGER_BLOCK_SECONDS = env.float("LEDGER_BLOCK_SECONDS", default=0.25)
+LEDGER_JOURNAL_DIR = Path(env.str("LEDGER_JOURNAL_DIR", default=str(BASE_DIR / "var" / "ledger-journal")))
+LEDGER_REPLAY_SECONDS = env.float("LEDGER_REPLAY_SECONDS", default=5.0)
+
+# Rate limits per key: with Redis unreachable (or the database, without Redis), admit requests
+# unlimited (true) or refuse them with 503 (false, the default). Redis keys start with the prefix.
+RATE_LIMIT_FAIL_OPEN = _bool("RATE_LIMIT_FAIL_OPEN", False)
+RATE_LIMIT_PREFIX = env.str("RATE_LIMIT_PREFIX", default="gw:rl:")
 
 # Circuit breaker per image model (README, "When providers fail"): it opens when, within a window
 # that starts at a failure, at least BREAKER_MIN_REQUESTS distinct requests were answered and at
@@ -219,10 +234,8 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-}
+# Every line names its request (X-Request-Id); LOG_FORMAT=json writes one JSON object per line.
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}")
+LOGGING = logging_config(level=env.str("LOG_LEVEL", default="INFO"), json_format=LOG_FORMAT == "json")

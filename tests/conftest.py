@@ -11,4 +11,4 @@ def _fresh_cache(settings) -> None:
     """Breaker and route state live in the cache; no test inherits another's. Usage rows are
     written with each request, so a test sees them as soon as it has its answer."""
     cache.clear()
-    settings.USAGE_FLUSH_SECONDS = 0
+    settings.LEDGER_FLUSH_SECONDS = 0

@@ -98,7 +98,7 @@ def node_run(
     photo = tmp_path_factory.mktemp("node") / "photo.png"
     photo.write_bytes(PHOTO)
     command = ["node", str(node_sdk / "images.mjs"), live_server.url + "/v1", CLIENT_KEY, str(photo), json.dumps(CASES)]
-    with StandIn() as standin, django_db_blocker.unblock(), override_settings(USAGE_FLUSH_SECONDS=0):
+    with StandIn() as standin, django_db_blocker.unblock(), override_settings(LEDGER_FLUSH_SECONDS=0):
         cache.clear()  # no breaker state left by earlier tests for these image model ids
         try:
             serve_both_wires(standin)

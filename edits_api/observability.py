@@ -1,0 +1,81 @@
+"""Request ids and logs: every answer carries X-Request-Id, and every log line of a request names it.
+
+The client's own X-Request-Id is kept when it is a sane token (1-128 of A-Z a-z 0-9 . _ : -),
+else a new one ("req_" and 32 hex digits) is made. The id lives in a context variable that a
+logging filter copies onto every record; LOG_FORMAT=json turns each line into a JSON object.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from django.http import HttpRequest, HttpResponseBase
+
+HEADER = "X-Request-Id"
+_VALID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+def new_request_id() -> str:
+    return f"req_{uuid.uuid4().hex}"
+
+
+def current_request_id() -> str:
+    """This request's id; outside a request (jobs, commands), a fresh one each call."""
+    value = _request_id.get()
+    return value if value != "-" else new_request_id()
+
+
+def accepted_request_id(sent: str | None) -> str:
+    return sent if sent is not None and _VALID.match(sent) else new_request_id()
+
+
+class RequestIdMiddleware:
+    """First in the chain, so that every answer (admin, 404s, errors) gets the header."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        request_id = accepted_request_id(request.META.get("HTTP_X_REQUEST_ID"))
+        token = _request_id.set(request_id)
+        try:
+            response = self.get_response(request)
+        finally:
+            _request_id.reset(token)
+        response[HEADER] = request_id
+        return response
+
+
+class RequestIdFilter(logging.Filter):
+    """Puts `request_id` on every record ("-" outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = _request_id.get()
+        return True
+
+
+def logging_config(*, level: str, json_format: bool) -> dict[str, Any]:
+    """settings.LOGGING: plain lines, or JSON objects (time, level, logger, message, request_id)."""
+    formatter: dict[str, Any]
+    if json_format:
+        formatter = {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        }
+    else:
+        formatter = {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"request_id": {"()": "edits_api.observability.RequestIdFilter"}},
+        "formatters": {"main": formatter},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "main", "filters": ["request_id"]}},
+        "root": {"handlers": ["console"], "level": level},
+    }
