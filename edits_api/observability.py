@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from django.core.signals import request_finished, request_started
 from django.http import HttpRequest, HttpResponseBase
 
 HEADER = "X-Request-Id"
@@ -35,6 +36,20 @@ def accepted_request_id(sent: str | None) -> str:
     return sent if sent is not None and _VALID.match(sent) else new_request_id()
 
 
+def _request_started(sender: Any, environ: dict[str, Any] | None = None, **_: Any) -> None:
+    # Set from the first moment of the request (Django's own request log lines come after the
+    # middleware chain), cleared when the answer has been sent.
+    _request_id.set(accepted_request_id((environ or {}).get("HTTP_X_REQUEST_ID")))
+
+
+def _request_finished(sender: Any, **_: Any) -> None:
+    _request_id.set("-")
+
+
+request_started.connect(_request_started, dispatch_uid="request-id-started")
+request_finished.connect(_request_finished, dispatch_uid="request-id-finished")
+
+
 class RequestIdMiddleware:
     """First in the chain, so that every answer (admin, 404s, errors) gets the header."""
 
@@ -42,26 +57,43 @@ class RequestIdMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
-        request_id = accepted_request_id(request.META.get("HTTP_X_REQUEST_ID"))
-        token = _request_id.set(request_id)
-        try:
-            response = self.get_response(request)
-        finally:
-            _request_id.reset(token)
+        request_id = _request_id.get()
+        if request_id == "-":  # a handler that sent no request_started
+            request_id = accepted_request_id(request.META.get("HTTP_X_REQUEST_ID"))
+            _request_id.set(request_id)
+        response = self.get_response(request)
         response[HEADER] = request_id
         return response
 
 
 class RequestIdFilter(logging.Filter):
-    """Puts `request_id` on every record ("-" outside a request)."""
+    """Puts `request_id` on every record ("-" outside a request), for records made before the
+    record factory below was installed."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = _request_id.get()
+        if not hasattr(record, "request_id"):
+            record.request_id = _request_id.get()
         return True
+
+
+def _install_record_factory() -> None:
+    """Every log record, whichever handler takes it, is born with the request id."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "adds_request_id", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        record.request_id = _request_id.get()
+        return record
+
+    factory.adds_request_id = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
 
 
 def logging_config(*, level: str, json_format: bool) -> dict[str, Any]:
     """settings.LOGGING: plain lines, or JSON objects (time, level, logger, message, request_id)."""
+    _install_record_factory()
     formatter: dict[str, Any]
     if json_format:
         formatter = {

@@ -210,18 +210,21 @@ def _prices() -> dict[tuple[str, str], PriceInfo]:
     current = _snapshot.prices
     if current is not None and time.monotonic() - _snapshot.read_at < settings.ROUTE_CACHE_SECONDS:
         return current
-    with _snapshot.lock:
-        if _snapshot.prices is not current:
-            return _snapshot.prices or {}
+    # With a snapshot at hand, one thread re-reads and the others go on with it (the database may
+    # be slow to fail); without one, everyone waits for the first read.
+    if not _snapshot.lock.acquire(blocking=current is None):
+        return current or {}
+    try:
+        if _snapshot.prices is not current and _snapshot.prices is not None:
+            return _snapshot.prices
         try:
             _snapshot.prices = {(p.provider, p.model): PriceInfo.of(p) for p in Price.objects.all()}
         except DatabaseError as exc:
-            if current is None:
-                logger.warning("price table not readable yet: %s", exc)
-                return {}
-            logger.warning("price table not re-read, using the last snapshot: %s", exc)
+            logger.warning("price table not re-read, using the last snapshot (if any): %s", exc)
         _snapshot.read_at = time.monotonic()
         return _snapshot.prices or {}
+    finally:
+        _snapshot.lock.release()
 
 
 def forget_prices(**_: object) -> None:
