@@ -150,7 +150,7 @@ IMAGES_RESPONSES: dict[int, OpenApiResponse] = {
     400: _error("Bad input, or the chosen provider cannot do this operation.", "invalid_value"),
     401: _error("The route needs an API key and none or a wrong one came.", "invalid_api_key"),
     403: _error(
-        "The operation is off for the chosen image model, or the model is excluded.",
+        "The operation is off for the chosen image model, or the model is excluded (by the image model or the key).",
         "edition_disabled",
         "permission_error",
     ),
@@ -158,7 +158,12 @@ IMAGES_RESPONSES: dict[int, OpenApiResponse] = {
     405: _error("Anything but POST.", "method_not_allowed"),
     413: _error("The body is larger than the route's upload limit.", "file_too_large"),
     415: _error("The body is not multipart/form-data (edits) or JSON (generations).", "unsupported_media_type"),
-    429: _error("The API key is over its rate limit (see Retry-After).", "rate_limit_exceeded", "rate_limit_error"),
+    429: _error(
+        "The API key is over its rate limit (rate_limit_exceeded) or its budget (budget_exceeded); see "
+        "Retry-After and the x-ratelimit-* headers.",
+        "rate_limit_exceeded",
+        "rate_limit_error",
+    ),
     502: _error("The provider failed or answered something unusable.", "upstream_error", "upstream_error"),
     503: _error("Every provider's circuit is open, or the database is down.", "upstream_unavailable", "upstream_error"),
     504: _error("The provider was slower than the image model's timeout.", "upstream_timeout", "upstream_error"),

@@ -70,7 +70,7 @@ def gunicorn(tmp_path: Path, name: str, **env: str) -> Iterator[str]:
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # a loaded machine starts Python slowly
         while True:
             try:
                 if requests.get(url + "/healthz", timeout=1).status_code == 200:

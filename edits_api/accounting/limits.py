@@ -171,14 +171,15 @@ class _DatabaseStore:
             raise LimitStoreUnavailable(f"database: {exc}") from exc
 
     def _lock(self, key_id: str) -> None:
+        # Any UPDATE takes the row's lock (PostgreSQL) or the database's write lock (SQLite).
         scope = f"{key_id}:lock"
-        if RateLimitBucket.objects.filter(scope=scope, bucket=-1).update(count=F("count") + 1):
+        if RateLimitBucket.objects.filter(scope=scope, bucket=-1).update(count=1):
             return
         try:
             with transaction.atomic():
                 RateLimitBucket.objects.create(scope=scope, bucket=-1, count=1)
         except IntegrityError:  # created by a concurrent first check: take its lock
-            RateLimitBucket.objects.filter(scope=scope, bucket=-1).update(count=F("count") + 1)
+            RateLimitBucket.objects.filter(scope=scope, bucket=-1).update(count=1)
 
     def _consume_locked(self, key_id: str, limits: list[Limit], now_ms: int) -> Decision:
         used = {}

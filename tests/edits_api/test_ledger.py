@@ -3,12 +3,15 @@ settlement, and a full buffer spills to the journal instead of dropping rows."""
 
 from __future__ import annotations
 
+import io
 import time
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core.management import call_command
+from django.utils import timezone
 
 from edits_api.accounting import ledger
 from edits_api.accounting.journal import journal
@@ -29,10 +32,14 @@ def journal_files() -> list[Path]:
 
 @pytest.mark.django_db(transaction=True)
 def test_journaled_rows_are_replayed_exactly_once_with_their_settlement() -> None:
-    UsageRecord.objects.all().delete()  # the recordings above wrote theirs: start from journal rows only
-    rows = [finished(f"req-journal-{i}", key="client", reserved="0.5").row() for i in range(3)]
+    rows = []
+    for i in range(3):
+        row = finished(f"req-journal-{i}", key="client", reserved="0.5").row()
+        rows.append({**row, "cost_usd": "0.2"})  # as if a provider had been paid 0.2 each
     UsageRecord.objects.all().delete()
     BudgetWindow.objects.all().delete()
+    # The three reservations made at admission, still open while the database was down.
+    BudgetWindow.objects.create(api_key_id="client", period="day", starts=timezone.now().date(), reserved_usd=1.5)
     journal.append(rows)
     journal.append(rows[:2])  # the same rows journaled twice (a batch retried after a lost answer)
 
@@ -40,9 +47,9 @@ def test_journaled_rows_are_replayed_exactly_once_with_their_settlement() -> Non
     ledger.ledger_flush()
 
     assert sorted(UsageRecord.objects.values_list("request_id", flat=True)) == [f"req-journal-{i}" for i in range(3)]
+    assert UsageRecord.objects.get(request_id="req-journal-0").cost_usd == Decimal("0.2")
     day = BudgetWindow.objects.get(api_key_id="client", period="day")
-    # No cost known for a row without a model: its reservation counts as spent, once per row.
-    assert (day.reserved_usd, day.spent_usd) == (Decimal("-1.5"), Decimal("1.5"))
+    assert (day.reserved_usd, day.spent_usd) == (Decimal(0), Decimal("0.6"))  # settled once per row
     assert journal_files() == []
 
 
@@ -66,4 +73,19 @@ def test_a_full_buffer_spills_to_the_journal_and_loses_nothing(settings: pytest.
     ledger.ledger_flush()
     ids = set(UsageRecord.objects.values_list("request_id", flat=True))
     assert ids == {"req-first", *(f"req-burst-{i}" for i in range(10))}
+    assert journal_files() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_replay_command_writes_what_a_stopped_instance_left() -> None:
+    row = finished("req-left-behind").row()
+    UsageRecord.objects.all().delete()
+    journal.append([row])
+    journal._close_own()  # as when the instance that wrote it stopped
+
+    out = io.StringIO()
+    call_command("ledger_replay", stdout=out)
+
+    assert UsageRecord.objects.filter(request_id="req-left-behind").count() == 1
+    assert "1 rows inserted" in out.getvalue()
     assert journal_files() == []

@@ -244,3 +244,22 @@ def test_every_log_line_of_a_request_names_its_id(gateway: Gateway, caplog: pyte
 
     lines = [r for r in caplog.records if r.name.startswith("edits_api")]
     assert lines and all(getattr(r, "request_id", None) == "trace-logs-1" for r in lines)
+
+
+def test_an_unreachable_limit_store_refuses_by_default_or_admits_when_told(gateway: Gateway, settings: Any) -> None:
+    make_key("client", SECRET, [gateway.route], requests_per_minute=5)
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+
+    closed = edit(gateway)
+    ready_closed = requests.get(gateway.url + "/readyz", timeout=10)
+    settings.RATE_LIMIT_FAIL_OPEN = True
+    opened = edit(gateway)
+    ready_open = requests.get(gateway.url + "/readyz", timeout=10)
+
+    assert closed.status_code == 503 and error_code(closed) == "rate_limit_unavailable"
+    assert closed.headers["Retry-After"] == "5"
+    assert opened.status_code == 200
+    assert len(gateway.standin.received) == 1
+    assert ready_closed.status_code == 503
+    assert ready_closed.json() == {"status": "unavailable", "failed": ["redis"], "rate_limits": "refusing"}
+    assert ready_open.json()["rate_limits"] == "not enforced"
