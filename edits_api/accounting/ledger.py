@@ -29,7 +29,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, close_old_connections, transaction
+from django.db import DatabaseError, IntegrityError, close_old_connections, connections, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -392,6 +392,7 @@ class _Writer:
             if not self.rows and journal.pending:
                 self._replay()
             self.flush()
+            connections.close_all()  # this thread's own: none held while it sleeps (or the pool needs it)
             time.sleep(settings.LEDGER_FLUSH_SECONDS)
 
     def flush(self) -> None:

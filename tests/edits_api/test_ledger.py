@@ -62,6 +62,7 @@ def test_a_full_buffer_spills_to_the_journal_and_loses_nothing(settings: pytest.
     deadline = time.monotonic() + 10
     while not UsageRecord.objects.filter(request_id="req-first").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+    time.sleep(1)  # the writer has left its flush and sleeps
 
     started = time.monotonic()
     for i in range(10):
