@@ -117,6 +117,16 @@ class RateLimitSerializer(serializers.Serializer):
     images_per_day = serializers.IntegerField(required=False, min_value=1)
 
 
+class BudgetSerializer(serializers.Serializer):
+    usd_per_day = serializers.DecimalField(required=False, max_digits=12, decimal_places=4, coerce_to_string=False)
+    usd_per_month = serializers.DecimalField(required=False, max_digits=12, decimal_places=4, coerce_to_string=False)
+
+
+class KeyModelsSerializer(serializers.Serializer):
+    include = serializers.ListField(child=serializers.CharField(), required=False, help_text="Regexes; empty: any.")
+    exclude = serializers.ListField(child=serializers.CharField(), required=False)
+
+
 class ApiKeySerializer(serializers.Serializer):
     """A client key for the routes it names (component `ApiKey`)."""
 
@@ -132,6 +142,9 @@ class ApiKeySerializer(serializers.Serializer):
     )
     routes = serializers.ListField(child=serializers.CharField(), required=False, help_text="Route ids.")
     rate_limit = RateLimitSerializer(required=False)
+    budget = BudgetSerializer(required=False, help_text="USD per UTC day and month; over it: 429 budget_exceeded.")
+    expires_at = serializers.DateTimeField(required=False, help_text="After it the key is refused like an unknown one.")
+    models = KeyModelsSerializer(required=False, help_text="Model names this key may use (403 model_not_allowed).")
 
 
 def _listing(name: str, key: str, item: type[serializers.Serializer]) -> type[serializers.Serializer]:
