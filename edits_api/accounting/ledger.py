@@ -121,10 +121,17 @@ class LedgerEntry:
 def recording(
     *, request_id: str, channel: str, endpoint: str, route_id: str = "", api_key_id: str = ""
 ) -> Iterator[Draft]:
-    """Opens the ledger row of one request; leaving writes it, however the request ended."""
+    """Opens the ledger row of one request; leaving writes it, however the request ended.
+
+    The admin playground and jobs use it as the API views do:
+
+        with ledger.recording(request_id=..., channel="job", endpoint="edits", route_id=...) as draft:
+            served = services.image_edit(route=..., request=..., public_base=..., started=..., draft=draft)
+    """
     draft = Draft(request_id=request_id, channel=channel, endpoint=endpoint, route_id=route_id, api_key_id=api_key_id)
     try:
         yield draft
+        draft.status = draft.status or 200  # an HTTP caller sets its answer's status; others succeeded
     except GatewayError as error:
         draft.failed(error)
         raise

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from edits_api.accounting import ledger
 from edits_api.accounting.journal import journal
+from edits_api.errors import GatewayError
 from edits_api.models import BudgetWindow, UsageRecord
 
 
@@ -90,3 +91,14 @@ def test_the_replay_command_writes_what_a_stopped_instance_left() -> None:
     assert UsageRecord.objects.filter(request_id="req-left-behind").count() == 1
     assert "1 rows inserted" in out.getvalue()
     assert journal_files() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_records_through_the_same_function_success_or_failure() -> None:
+    with ledger.recording(request_id="job-ok", channel="job", endpoint="generations"):
+        pass
+    with pytest.raises(GatewayError), ledger.recording(request_id="job-failed", channel="job", endpoint="edits"):
+        raise GatewayError(400, "bad", code="invalid_value")
+
+    rows = {r.request_id: (r.channel, r.status, r.error_code) for r in UsageRecord.objects.all()}
+    assert rows == {"job-ok": ("job", 200, ""), "job-failed": ("job", 400, "invalid_value")}

@@ -264,3 +264,30 @@ def test_an_unreachable_limit_store_refuses_by_default_or_admits_when_told(gatew
     assert ready_closed.status_code == 503
     assert ready_closed.json() == {"status": "unavailable", "failed": ["redis"], "rate_limits": "refusing"}
     assert ready_open.json()["rate_limits"] == "not enforced"
+
+
+@pytest.mark.usefixtures("seeded_prices")
+def test_generations_are_admitted_counted_and_recorded_like_edits(gateway: Gateway, standin: Any) -> None:
+    openai = ImageModel.objects.get(id="img-openai")
+    openai.generation = {"enabled": True, "model": "gpt-image-1"}
+    openai.save()
+    route = make_route("gen", ["gen.localhost"], [openai], generation_refs=[openai])
+    make_key("painter", SECRET, [route], images_per_day=2, models_exclude=["dall-e-.*"])
+    headers = {"Host": "gen.localhost", "Authorization": f"Bearer {SECRET}"}
+
+    def generate(**fields: Any) -> requests.Response:
+        body = {"prompt": "a red hat", "quality": "low", "size": "1024x1024", **fields}
+        return requests.post(gateway.url + "/v1/images/generations", json=body, headers=headers, timeout=30)
+
+    answers = [generate(n=2), generate(n=1), generate(model="dall-e-3", n=1, quality="standard")]
+
+    assert [a.status_code for a in answers] == [200, 429, 403]
+    assert answers[0].headers["x-ratelimit-remaining-images"] == "0"
+    rows = {r.request_id: r for r in UsageRecord.objects.filter(endpoint="generations")}
+    first = rows[answers[0].headers["X-Request-Id"]]
+    assert (first.api_key_id, first.images_in, first.images, first.status) == ("painter", 0, 2, 200)
+    assert first.cost_usd == Decimal("0.00405")  # 10 text tokens x $5/1M + 100 image tokens x $40/1M
+    assert [rows[a.headers["X-Request-Id"]].error_code for a in answers[1:]] == [
+        "rate_limit_exceeded",
+        "model_not_allowed",
+    ]
