@@ -146,6 +146,14 @@ PRICES = [
         "notes": "Google announced its shutdown for 2026-10-02; kept for history.",
     },
     {
+        "provider": "local",
+        "model": "pillow",
+        "per_image": {"*": 0},
+        "per_input_image": "0",
+        "source": "built in: the local demo provider draws with Pillow inside the gateway; no provider bills it",
+        "notes": "A known zero, unlike a model without a price (unknown).",
+    },
+    {
         "provider": "x-ai",
         "model": "grok-imagine-image",
         "per_image": {"*": 0.02},

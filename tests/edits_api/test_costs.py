@@ -117,3 +117,9 @@ def test_usage_without_details_counts_input_as_text_and_output_as_image() -> Non
     tokens = tokens_from_usage({"input_tokens": 30, "output_tokens": 272, "total_tokens": 302})
 
     assert tokens == Tokens(input_text=30, input_image=None, output_image=272, output_text=None)
+
+
+def test_the_built_in_local_provider_costs_a_known_zero() -> None:
+    price = costs.price_for("local", "pillow")
+
+    assert costs.actual(price, tokens=Tokens(), images_out=2, images_in=1, size=None, quality=None) == Decimal(0)
