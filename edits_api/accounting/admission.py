@@ -80,9 +80,8 @@ def admit(
         try:
             budgets.reserve(key_id=key.id, budget=budget, amount=estimate, at=draft.started_at)
         except GatewayError as error:
-            if error.code == "budget_exceeded":
-                period = "usd_per_day" if "per day" in error.message else "usd_per_month"
-                metrics.RATE_LIMITED.labels(draft.route_id, key.id, period).inc()
+            if isinstance(error, budgets.BudgetExceeded):
+                metrics.RATE_LIMITED.labels(draft.route_id, key.id, f"usd_per_{error.period}").inc()
             _give_back_images(draft, key)
             raise
         draft.reserved_usd = estimate

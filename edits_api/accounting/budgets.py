@@ -68,7 +68,7 @@ def reserve(*, key_id: str, budget: Budget, amount: Decimal, at: datetime.dateti
                     .update(reserved_usd=F("reserved_usd") + amount)
                 )
                 if not fits:
-                    raise _exceeded(key_id, period, limit, amount, at)
+                    raise BudgetExceeded(key_id, period, limit, amount, at)
     except DatabaseError as exc:
         raise database_unavailable() from exc
 
@@ -83,16 +83,19 @@ def _ensure_window(key_id: str, period: str, starts: datetime.date) -> None:
         pass  # a concurrent request created it
 
 
-def _exceeded(key_id: str, period: str, limit: Decimal, amount: Decimal, at: datetime.datetime) -> GatewayError:
-    wait = seconds_until_next(period, at)
-    return GatewayError(
-        429,
-        f"API key '{key_id}' has reached its budget of {limit:f} USD per {period} "
-        f"(this request is estimated at {amount:f} USD); retry after the {period} ends (UTC).",
-        type="rate_limit_error",
-        code="budget_exceeded",
-        headers={"Retry-After": str(wait)},
-    )
+class BudgetExceeded(GatewayError):
+    """429 budget_exceeded, naming the window (day or month) that cannot hold the request."""
+
+    def __init__(self, key_id: str, period: str, limit: Decimal, amount: Decimal, at: datetime.datetime) -> None:
+        super().__init__(
+            429,
+            f"API key '{key_id}' has reached its budget of {limit:f} USD per {period} "
+            f"(this request is estimated at {amount:f} USD); retry after the {period} ends (UTC).",
+            type="rate_limit_error",
+            code="budget_exceeded",
+            headers={"Retry-After": str(seconds_until_next(period, at))},
+        )
+        self.period = period
 
 
 def settle(*, key_id: str, at: datetime.datetime, reserved: Decimal, spent: Decimal) -> None:

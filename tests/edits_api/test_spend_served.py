@@ -15,13 +15,19 @@ import requests
 
 from edits_api.models import UsageRecord
 from tests.gateway import make_image_model, make_key, make_route
-from tests.servers import ROOT, Relay, gunicorn
+from tests.gunicorn import ROOT, gunicorn
+from tests.relay import Relay
 from tests.standin import StandIn, image_bytes
 
 PNG = image_bytes("png", (64, 64))
 SECRET = "gw-served-secret-0123456789"
 # A database number of our own: other suites on this Redis use 0 and their own prefixes.
 REDIS_URL = "redis://127.0.0.1:6379/13"
+
+
+def access_log_with_pids(path: Path) -> tuple[str, ...]:
+    """gunicorn arguments for an access log of "<worker pid> <status>" lines at `path`."""
+    return ("--access-logfile", str(path), "--access-logformat", "%(p)s %(s)s")
 
 
 def post_edit(url: str, *, secret: str | None = SECRET, request_id: str | None = None) -> requests.Response:
@@ -48,9 +54,8 @@ def keyed_route(transactional_db: None, standin: StandIn) -> None:
 def test_two_gunicorn_instances_share_one_rate_limit_through_redis(
     keyed_route: None, tmp_path: Path, settings: pytest.FixtureRequest
 ) -> None:
-    prefix = settings.RATE_LIMIT_PREFIX
-    env = {"REDIS_URL": REDIS_URL, "RATE_LIMIT_PREFIX": prefix}
-    with gunicorn(tmp_path, "a", **env) as first, gunicorn(tmp_path, "b", **env) as second:
+    env = {"REDIS_URL": REDIS_URL, "RATE_LIMIT_PREFIX": settings.RATE_LIMIT_PREFIX}
+    with gunicorn(tmp_path / "a", **env) as first, gunicorn(tmp_path / "b", **env) as second:
         answers = [post_edit(first), post_edit(first), post_edit(second), post_edit(second), post_edit(first)]
 
     assert [a.status_code for a in answers] == [200, 200, 200, 429, 429]
@@ -67,19 +72,20 @@ def test_two_workers_without_redis_share_one_rate_limit_through_the_database(
     standin.fail_always("slow", seconds=0.3)  # requests overlap, so both workers take some
     # One connection at a time per worker: concurrent requests must spread over both.
     env = {"REDIS_URL": "", "GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "1", "GUNICORN_WORKER_CONNECTIONS": "1"}
-    with gunicorn(tmp_path, "pair", **env) as url, ThreadPoolExecutor(8) as pool:
+    access = access_log_with_pids(tmp_path / "pair-access.log")
+    with gunicorn(tmp_path / "pair", arguments=access, **env) as url, ThreadPoolExecutor(8) as pool:
         statuses = [a.status_code for a in pool.map(lambda _: post_edit(url), range(8))]
 
     assert sorted(statuses) == [200] * 3 + [429] * 5
     assert len(standin.received) == 3
-    pids = {line.split()[0] for line in (tmp_path / "pair" / "access.log").read_text().splitlines()}
+    pids = {line.split()[0] for line in (tmp_path / "pair-access.log").read_text().splitlines()}
     assert len(pids) == 2  # both workers answered, and together they admitted exactly three
 
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("seeded_prices")
 def test_metric_families_show_before_the_first_request_and_logs_are_json(keyed_route: None, tmp_path: Path) -> None:
-    with gunicorn(tmp_path, "metrics", LOG_FORMAT="json", LOG_LEVEL="INFO") as url:
+    with gunicorn(tmp_path / "metrics", LOG_FORMAT="json", LOG_LEVEL="INFO") as url:
         first_scrape = requests.get(url + "/metrics", timeout=10).text
         answer = post_edit(url, request_id="json-trace-7")
         later_scrape = requests.get(url + "/metrics", timeout=10).text
@@ -174,16 +180,26 @@ def test_ledger_rows_survive_postgresql_going_away_and_count_exactly_once(
     env = {
         "DATABASE_URL": f"postgres://postgres@127.0.0.1:{relay.port}/{DRILL_DB}",
         "DRILL_PROVIDER_TOKEN": "sk-drill-0000",
+        # Two workers, one connection each at a time: both serve (and journal) their share.
         "GUNICORN_WORKERS": "2",
+        "GUNICORN_THREADS": "1",
+        "GUNICORN_WORKER_CONNECTIONS": "1",
         "LEDGER_FLUSH_SECONDS": "0.2",
         "LEDGER_REPLAY_SECONDS": "0.5",
         "DB_POOL_SIZE": "2",
     }
     journal = tmp_path / "drill" / "journal"
+    access = tmp_path / "drill-access.log"
     try:
-        with gunicorn(tmp_path, "drill", **env) as url:
-            before = [post_edit(url, secret=None) for _ in range(5)]
-            time.sleep(1)  # the route snapshot and prices are in memory
+        with gunicorn(tmp_path / "drill", arguments=access_log_with_pids(access), **env) as url:
+            # A worker builds its route snapshot on its first request: both must have served before the
+            # database goes (a worker started during an outage cannot route; that is not the ledger's).
+            standin.fail_always("slow", seconds=0.2)
+            with ThreadPoolExecutor(4) as pool:
+                before = list(pool.map(lambda _: post_edit(url, secret=None), range(6)))
+            standin.reset()
+            assert len({line.split()[0] for line in access.read_text().splitlines()}) == 2
+            time.sleep(1)
             relay.cut()
             with ThreadPoolExecutor(4) as pool:
                 during = list(pool.map(lambda _: post_edit(url, secret=None), range(12)))
@@ -203,9 +219,9 @@ def test_ledger_rows_survive_postgresql_going_away_and_count_exactly_once(
         relay.close()
         _admin_sql(f"DROP DATABASE IF EXISTS {DRILL_DB} WITH (FORCE)")
 
-    assert [a.status_code for a in during] == [200] * 12  # edits go on while the database is away
-    assert len(answered) == 22
+    assert [a.status_code for a in during] == [200] * 12, [a.text for a in during if a.status_code != 200]
+    assert len(answered) == 23
     assert journaled, "rows went to the journal while the database was away"
-    assert rows == distinct == 22  # every answered request once, none twice
+    assert rows == distinct == 23  # every answered request once, none twice
     assert sorted(journal.glob("ledger-*.jsonl")) == []
     assert UsageRecord.objects.count() == 0  # the drill used its own database
