@@ -77,6 +77,11 @@ class ImagesEndpoint(APIView):
         self.key = authenticate(request._request, self.route)
         self.draft.api_key_id = self.key.id if self.key else ""
 
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, GatewayError):
+            self.draft.maybe_billed = exc.outcome_unknown  # the ledger's cost: unknown, not 0
+        return super().handle_exception(exc)
+
     def _plugin(self, route: RouteInfo) -> PluginConfig:
         return route.route.plugin(self.operation)
 

@@ -43,8 +43,6 @@ from edits_api.resilience import Outcome
 logger = logging.getLogger(__name__)
 
 BATCH = 500
-# Failures that may have been billed: the request reached the provider and no answer came back.
-MAYBE_BILLED = frozenset({"upstream_timeout"})
 
 
 @dataclass
@@ -72,6 +70,9 @@ class Draft:
     images_in: int = 0
     status: int = 0
     error_code: str = ""
+    # The provider had the whole request and its answer never came (or was unusable): it may have
+    # billed it (GatewayError.outcome_unknown), so the cost is unknown, not 0.
+    maybe_billed: bool = False
     # Set by admission (accounting/admission.py):
     reserved_usd: Decimal = Decimal(0)
     rate: limits.Decision | None = None
@@ -79,6 +80,7 @@ class Draft:
 
     def failed(self, error: GatewayError) -> None:
         self.status, self.error_code = error.status, error.code or ""
+        self.maybe_billed = error.outcome_unknown
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,7 @@ def _entry(draft: Draft) -> LedgerEntry:
             size=draft.size,
             quality=draft.quality,
         )
-    elif draft.error_code in MAYBE_BILLED:
+    elif draft.maybe_billed:
         cost = None
     else:
         cost = Decimal(0)  # answered with an error by the provider: not billed
