@@ -27,7 +27,7 @@ from edits_api.wire import ImagesRequest
 from entities import vocabulary
 from entities.catalog import PROVIDERS, Operation
 from entities.crypto import UNDECRYPTABLE
-from entities.models import ImageModel, resolve_secret
+from entities.models import ImageModel, token_problem
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +47,13 @@ class _Prepared:
 
 
 def connection_for(image_model: ImageModel) -> Connection:
-    if image_model.token == UNDECRYPTABLE:
+    token = image_model.plain_token()
+    problem = "cannot be decrypted" if token == UNDECRYPTABLE else token_problem(token)
+    if problem:
         raise GatewayError(
             502,
-            f"Image model '{image_model.id}' has a stored token the gateway cannot decrypt; "
-            "an operator must set it again.",
+            f"Image model '{image_model.id}' ({PROVIDERS[image_model.provider].name}) has a token the gateway "
+            f"cannot use: {problem}; an operator must set it again.",
             type="server_error",
             code="upstream_misconfigured",
         )
@@ -59,7 +61,7 @@ def connection_for(image_model: ImageModel) -> Connection:
         provider=image_model.provider,
         provider_name=PROVIDERS[image_model.provider].name,
         base_url=image_model.effective_base_url,
-        token=resolve_secret(image_model.token),
+        token=token,
         timeout_s=image_model.timeout_ms / 1000,
         extra={k: str(v) for k, v in image_model.connection_extra.items()},
         image_hosts=tuple(image_model.image_hosts),

@@ -25,7 +25,7 @@ from entities.forms import (
     RouteRefFormSet,
     image_model_sections,
 )
-from entities.models import AdminToken, ApiKey, ImageModel, Route, RouteRef, mask_secret
+from entities.models import AdminToken, ApiKey, ImageModel, Route, RouteRef
 
 # Branded as the gateway (Django's default says "Django administration"); "View site" opens `/`.
 admin.site.site_header = "Image gateway"
@@ -131,7 +131,7 @@ class ImageModelAdmin(admin.ModelAdmin):
 
     @admin.display(description="token")
     def masked_token(self, obj: ImageModel) -> str:
-        return mask_secret(obj.token)
+        return obj.masked_token()
 
     def save_model(self, request: HttpRequest, obj: ImageModel, form: ModelForm, change: bool) -> None:
         services.image_model_save(image_model=obj)

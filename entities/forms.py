@@ -27,7 +27,6 @@ from entities.models import (
     ApiKey,
     ImageModel,
     Route,
-    mask_secret,
     validate_options,
 )
 
@@ -351,7 +350,7 @@ class ImageModelForm(forms.ModelForm, _OptionFieldsForm):
             self.fields["new_token"].help_text = format_html(
                 "Stored: <strong>{}</strong>. Leave empty to keep it; a literal key "
                 "(encrypted at rest) or ${{env.NAME}}, read at call time.",
-                mask_secret(instance.token),
+                instance.masked_token(),
             )
         else:
             self.fields["clear_token"].disabled = True
@@ -395,9 +394,9 @@ class ImageModelForm(forms.ModelForm, _OptionFieldsForm):
         keys = provider.extra_connection_keys if provider else ()
         instance.connection_extra = {k: cleaned[k] for k in keys if cleaned.get(k)}
         if cleaned.get("new_token"):
-            instance.token = cleaned["new_token"]
+            instance.set_token(cleaned["new_token"])
         elif cleaned.get("clear_token"):
-            instance.token = ""
+            instance.set_token("")
         return cleaned
 
     def add_error(self, field: str | None, error: Any) -> None:

@@ -17,6 +17,7 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import DatabaseError, models, transaction
 from django.utils.dateparse import parse_datetime
 
+from entities.crypto import UNDECRYPTABLE
 from entities.models import (
     DEFAULT_TIMEOUT_MS,
     ApiKey,
@@ -301,7 +302,7 @@ def _import_image_model(problems: _Problems, where: str, item: Any, summary: Imp
     instance.provider = entity["provider"]
     instance.base_url = connection.get("base_url", "")
     if "token" in connection:  # absent: the stored token stays (exports leave literal tokens out)
-        instance.token = connection["token"]
+        instance.set_token(connection["token"])
     instance.timeout_ms = connection.get("timeout", DEFAULT_TIMEOUT_MS)
     instance.image_hosts = connection.get("image_hosts", [])
     instance.allow_private_network = connection.get("allow_private_network", False)
@@ -562,8 +563,9 @@ def image_model_export(model: ImageModel, *, with_secrets: bool) -> dict[str, An
     connection: dict[str, Any] = {}
     if model.base_url:
         connection["base_url"] = model.base_url
-    if model.token and (with_secrets or env_reference(model.token)):
-        connection["token"] = model.token
+    token = model.token_as_written()
+    if token and token != UNDECRYPTABLE and (with_secrets or env_reference(token)):
+        connection["token"] = token
     connection["timeout"] = model.timeout_ms
     if model.image_hosts:
         connection["image_hosts"] = list(model.image_hosts)

@@ -153,14 +153,34 @@ def validate_domains(domains: Any) -> None:
 
 
 class EncryptedTextField(models.TextField):
-    """Holds a secret encrypted with Fernet in the database, plain in Python."""
+    """The token column as migration 0001 created it (decrypted on read); kept for that migration only."""
 
-    def from_db_value(self, value: str | None, expression: Any, connection: Any) -> str | None:
-        return crypto.decrypt(value) if value else value
 
-    def get_prep_value(self, value: Any) -> Any:
-        value = super().get_prep_value(value)
-        return crypto.encrypt(value) if value else value
+class SealedSecretField(models.TextField):
+    """A secret in its stored form, in the database and in Python alike: Fernet ciphertext for a
+    literal, `${env.NAME}` as written. Nothing that reads the field (dumpdata, the admin, any
+    serializer) sees the secret; a literal assigned directly is encrypted when the row is saved.
+    """
+
+    def pre_save(self, model_instance: models.Model, add: bool) -> Any:
+        value = super().pre_save(model_instance, add)
+        if value and not env_reference(value) and not crypto.is_ciphertext(value):
+            value = crypto.encrypt(value)
+            setattr(model_instance, self.attname, value)
+        return value
+
+
+def token_problem(token: str) -> str | None:
+    """Why `token` cannot be sent in a provider's credential header, or None when it can.
+
+    HTTP header values are latin-1: anything else makes every call fail before it leaves.
+    """
+    for char in token:
+        if ord(char) > 0xFF:
+            return f"the token holds {char!r}, which an HTTP header cannot carry (latin-1 characters only)"
+        if ord(char) < 0x20 or ord(char) == 0x7F:
+            return "the token holds a control character (a line break or tab?), which an HTTP header cannot carry"
+    return None
 
 
 class ImageModel(models.Model):
@@ -171,7 +191,8 @@ class ImageModel(models.Model):
     metadata = models.JSONField(default=dict, blank=True, validators=[validate_string_map])
     provider = models.CharField(max_length=32, choices=provider_choices)
     base_url = models.URLField(max_length=500, blank=True, default="", help_text="Empty: the provider's default.")
-    token = EncryptedTextField(
+    # Ciphertext or `${env.NAME}`, never the literal: use set_token() and plain_token().
+    token = SealedSecretField(
         blank=True,
         default="",
         help_text="A literal key (encrypted at rest) or ${env.NAME}, read at call time.",
@@ -211,6 +232,36 @@ class ImageModel(models.Model):
     def options(self, operation: Operation) -> dict[str, Any]:
         """The entity's defaults and switch for one operation (`config.options.<edition|generation>`)."""
         return self.edition if operation is Operation.EDIT else self.generation
+
+    def set_token(self, value: str) -> None:
+        """Take a literal (encrypted at once) or a `${env.NAME}` reference (kept as written).
+
+        Setting the token already held changes nothing, so an unchanged import stays unchanged.
+        """
+        value = value.strip()
+        if value == self.token_as_written():
+            return
+        self.token = crypto.encrypt(value) if value and not env_reference(value) else value
+
+    def token_as_written(self) -> str:
+        """The literal (decrypted) or the `${env.NAME}` reference, as the operator gave it.
+
+        `crypto.UNDECRYPTABLE` when no configured key decrypts the stored literal.
+        """
+        if self.token and crypto.is_ciphertext(self.token):
+            return crypto.decrypt(self.token)
+        return self.token  # empty, a reference, or a literal assigned directly and not yet saved
+
+    def plain_token(self) -> str:
+        """The credential to send: the decrypted literal or the environment's value ('' when unset).
+
+        Only the connection handed to a provider adapter calls this.
+        """
+        return resolve_secret(self.token_as_written())
+
+    def masked_token(self) -> str:
+        """What the admin may show: the reference whole, a literal by its last 4 characters."""
+        return mask_secret(self.token_as_written())
 
     @property
     def edition_enabled(self) -> bool:
@@ -258,6 +309,10 @@ class ImageModel(models.Model):
                 errors["connection_extra"] = ["Azure OpenAI needs resource_name (or a base_url)"]
         if self.timeout_ms is not None and not 1 <= self.timeout_ms <= 3_600_000:
             errors["timeout_ms"] = ["the timeout must be between 1 ms and one hour"]
+        written = self.token_as_written()
+        problem = None if env_reference(written) or written == crypto.UNDECRYPTABLE else token_problem(written)
+        if problem:
+            errors["token"] = [problem]
         if errors:
             raise ValidationError(errors)
 

@@ -171,11 +171,11 @@ def test_saving_with_empty_token_keeps_the_stored_one_and_clear_removes_it(admin
     response = admin_client.post(url, _image_model_form())
     assert response.status_code == 302
     openai_model.refresh_from_db()
-    assert openai_model.token == TOKEN
+    assert openai_model.plain_token() == TOKEN
 
     admin_client.post(url, _image_model_form(new_token="sk-new-token-0000000001234"))
     openai_model.refresh_from_db()
-    assert openai_model.token == "sk-new-token-0000000001234"
+    assert openai_model.plain_token() == "sk-new-token-0000000001234"
 
     admin_client.post(url, _image_model_form(clear_token="on"))
     openai_model.refresh_from_db()

@@ -419,7 +419,7 @@ def test_an_image_model_imported_without_token_keeps_its_stored_token() -> None:
     entities_import(data={"image_models": [minimal_model(description="now described")]})
 
     stored = ImageModel.objects.get(id="m1")
-    assert (stored.token, stored.description) == ("sk-literal-stored-0001", "now described")
+    assert (stored.plain_token(), stored.description) == ("sk-literal-stored-0001", "now described")
 
 
 def test_a_key_imported_without_secret_keeps_its_stored_hash(

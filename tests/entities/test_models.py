@@ -223,7 +223,7 @@ def test_a_literal_token_is_encrypted_at_rest() -> None:
     raw = raw_row("entities_imagemodel", "token", "m1")
     assert "sk-literal" not in raw
     assert "9876" not in raw
-    assert ImageModel.objects.get(id="m1").token == "sk-literal-provider-token-9876"
+    assert ImageModel.objects.get(id="m1").plain_token() == "sk-literal-provider-token-9876"
 
 
 def test_secrets_are_masked_to_their_last_four_characters() -> None:

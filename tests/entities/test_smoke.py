@@ -12,4 +12,4 @@ def test_literal_token_is_encrypted_at_rest():
         cursor.execute("SELECT token FROM entities_imagemodel WHERE id = 'm1'")
         stored = cursor.fetchone()[0]
     assert "sk-test-literal" not in stored
-    assert ImageModel.objects.get(id="m1").token == "sk-test-literal-1234"
+    assert ImageModel.objects.get(id="m1").plain_token() == "sk-test-literal-1234"
