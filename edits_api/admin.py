@@ -72,9 +72,15 @@ class PriceAdmin(admin.ModelAdmin):
 
 @admin.register(ProviderHealth)
 class ProviderHealthAdmin(admin.ModelAdmin):
-    """Each image model's circuit breaker: state, failed requests in its window and the last error."""
+    """Each image model's circuit breaker: state, failed requests in its window and the last error.
+
+    The page lists its fields: left to Django, it would render every field of the image model,
+    its token included.
+    """
 
     list_display = ("id", "provider", "circuit", "failures", "last_error")
+    fields = ("id", "name", "provider", "circuit", "failures", "last_error")
+    readonly_fields = fields
     list_filter = ("provider",)
     search_fields = ("id", "name")
     actions = ("close_circuit",)
