@@ -1,8 +1,14 @@
-"""Client API keys: a route that any key names needs one of its keys (enabled and unexpired)."""
+"""Client API keys: a route that any key names needs one of its keys (enabled and unexpired).
+
+A refused caller learns nothing it could use: an unknown, disabled or expired key gets the same
+answer, and no 401 names the route or image model behind it.
+"""
 
 from __future__ import annotations
 
-from django.http import HttpRequest
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponseBase
 from django.utils import timezone
 
 from edits_api.errors import GatewayError
@@ -42,3 +48,21 @@ def _unauthorized(message: str) -> GatewayError:
         code="invalid_api_key",
         headers={"WWW-Authenticate": 'Bearer realm="image-gateway"'},
     )
+
+
+class ConcealRouteOnUnauthorized:
+    """Drops the `X-Gateway-*` headers (route, image model, attempts) from every 401 answer.
+
+    Whichever view answers, a caller without a valid key must not learn which route or image
+    model its request reached.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        response = self.get_response(request)
+        if response.status_code == 401:
+            for name in [name for name in response.headers if name.lower().startswith("x-gateway-")]:
+                del response[name]
+        return response

@@ -5,10 +5,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import NON_FIELD_ERRORS, DisallowedHost
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import InterfaceError, OperationalError
-from django.http import HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
+from rest_framework.serializers import as_serializer_error
 from rest_framework.settings import api_settings
 
 logger = logging.getLogger(__name__)
@@ -67,8 +72,12 @@ _DRF_CODES = {
     drf_exceptions.ParseError: ("invalid_request_body", "invalid_request_error"),
     drf_exceptions.NotFound: ("not_found", "invalid_request_error"),
     drf_exceptions.Throttled: ("rate_limit_exceeded", "rate_limit_error"),
-    drf_exceptions.ValidationError: ("invalid_value", "invalid_request_error"),
+    drf_exceptions.NotAuthenticated: ("invalid_api_key", "invalid_request_error"),
+    drf_exceptions.AuthenticationFailed: ("invalid_api_key", "invalid_request_error"),
+    drf_exceptions.PermissionDenied: ("permission_denied", "invalid_request_error"),
 }
+# Django and DRF validation codes that mean "this field is missing", as the OpenAI envelope says it.
+_MISSING_CODES = frozenset({"required", "null", "blank"})
 
 
 def database_unavailable() -> GatewayError:
@@ -81,35 +90,74 @@ def database_unavailable() -> GatewayError:
     )
 
 
-def _first_error(detail: Any, param: str | None = None) -> tuple[str | None, Any]:
-    """The first message in a DRF error detail and the field it is about (a dict's key, else None)."""
-    if isinstance(detail, dict) and detail:
-        key, value = next(iter(detail.items()))
-        return _first_error(value, None if key == api_settings.NON_FIELD_ERRORS_KEY else str(key))
-    if isinstance(detail, list) and detail:
-        return _first_error(detail[0], param)
-    return param, detail
+def connection_misconfigured() -> GatewayError:
+    """A provider connection (token, header value) holds what HTTP cannot send: the operator must fix it."""
+    return GatewayError(
+        502,
+        "A provider connection of this route holds characters an HTTP header cannot carry (latin-1 only); "
+        "an operator must set its token again.",
+        type="server_error",
+        code="upstream_misconfigured",
+    )
+
+
+def first_error(detail: Any, path: str | None = None) -> tuple[str | None, str, str | None]:
+    """(param, message, code) of the first error in a DRF `detail` (dict, list or string).
+
+    Nested fields are named with dots (`config.connection.token`); non-field errors name none.
+    """
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            field = None if key in (NON_FIELD_ERRORS, api_settings.NON_FIELD_ERRORS_KEY) else str(key)
+            return first_error(value, f"{path}.{field}" if path and field else (field or path))
+        return path, "Invalid request.", None
+    if isinstance(detail, list | tuple):
+        if not detail:
+            return path, "Invalid request.", None
+        return first_error(detail[0], path)
+    return path, str(detail), getattr(detail, "code", None)
+
+
+def _from_drf(exc: drf_exceptions.APIException) -> GatewayError:
+    param, message, detail_code = first_error(exc.detail)
+    if isinstance(exc, drf_exceptions.ValidationError):
+        code = "missing_required_parameter" if detail_code in _MISSING_CODES else "invalid_value"
+        return GatewayError(400, message, param=param, code=code)
+    code, type_ = _DRF_CODES.get(type(exc), (detail_code or "invalid_request", "invalid_request_error"))
+    if detail_code and detail_code != exc.default_code:  # a code the raiser chose beats the class's
+        code = detail_code
+    headers = {}
+    if getattr(exc, "wait", None):
+        headers["Retry-After"] = str(int(exc.wait))  # type: ignore[attr-defined]
+    # DRF sets auth_header on a 401 (NotAuthenticated, AuthenticationFailed); it belongs on the answer.
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = exc.auth_header  # type: ignore[attr-defined]
+    return GatewayError(exc.status_code, message, type=type_, code=code, headers=headers)
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's handler: GatewayError and DRF's own errors in the OpenAI shape; the rest logged, 500."""
-    if isinstance(exc, OperationalError | InterfaceError):
+    """DRF's handler: every error in the OpenAI envelope, with the field at fault as `param`.
+
+    Django's own ValidationError, Http404 and PermissionDenied are turned into DRF's first
+    (HackSoft's pattern), so a model's `full_clean()` raised from a view answers 400, never 500.
+    """
+    if isinstance(exc, DjangoValidationError):
+        exc = drf_exceptions.ValidationError(as_serializer_error(exc))
+    elif isinstance(exc, Http404):
+        exc = drf_exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = drf_exceptions.PermissionDenied()
+    elif isinstance(exc, OperationalError | InterfaceError):
         logger.error("database unavailable: %s", exc)
         exc = database_unavailable()
+    elif isinstance(exc, UnicodeEncodeError) and exc.encoding == "latin-1":
+        # http.client encodes header values as latin-1: a credential the operator typed is at fault.
+        logger.error("a provider connection holds a value that is not latin-1: %s", exc.reason)
+        exc = connection_misconfigured()
+    if isinstance(exc, drf_exceptions.APIException):
+        exc = _from_drf(exc)
     if isinstance(exc, GatewayError):
         return Response(exc.body(), status=exc.status, headers=exc.headers)
-    if isinstance(exc, drf_exceptions.APIException):
-        param, detail = _first_error(exc.detail)
-        own_code = detail.code if isinstance(detail, drf_exceptions.ErrorDetail) else None
-        code, type_ = _DRF_CODES.get(type(exc), (own_code or "invalid_request", "invalid_request_error"))
-        if own_code and own_code != exc.default_code:  # a code the raiser chose beats the class's
-            code = own_code
-        error = GatewayError(exc.status_code, str(detail), type=type_, param=param, code=code)
-        # DRF sets auth_header on a 401 (NotAuthenticated, AuthenticationFailed); it belongs on the answer.
-        auth_header = getattr(exc, "auth_header", None)
-        return Response(
-            error.body(), status=error.status, headers={"WWW-Authenticate": auth_header} if auth_header else None
-        )
     logger.exception("unhandled error in %s", context.get("view").__class__.__name__)
     error = GatewayError(500, "The gateway failed to handle this request.", type="server_error", code="internal_error")
     return Response(error.body(), status=500)
@@ -129,6 +177,40 @@ class DatabaseUnavailableMiddleware:
             logger.error("database unavailable: %s", exception)
             return database_unavailable().response()
         return None
+
+
+# Django's error views, for everything outside DRF (the URL map, middleware, the admin): the same
+# envelope, so no answer of the gateway is Django's HTML page. None of them echoes the request.
+
+
+def handler400(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    if isinstance(exception, DisallowedHost):
+        return GatewayError(400, "The Host header is not a valid host name.", code="invalid_host").response()
+    return GatewayError(400, "The request is malformed.", code="bad_request").response()
+
+
+def handler403(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return GatewayError(403, "You do not have permission to do this.", code="permission_denied").response()
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:
+    return GatewayError(
+        403,
+        "The form's CSRF check failed (missing or expired token): reload the page and submit it again.",
+        code="csrf_failed",
+    ).response()
+
+
+def login_locked_out(request: HttpRequest, original_response: Any = None, credentials: Any = None) -> JsonResponse:
+    """django-axes' answer once an admin login is locked after too many wrong passwords."""
+    minutes = max(1, int(settings.AXES_COOLOFF_TIME.total_seconds() // 60))
+    return GatewayError(
+        429,
+        f"Too many failed logins: this account is locked for {minutes} minute(s) from this address.",
+        type="rate_limit_error",
+        code="login_locked_out",
+        headers={"Retry-After": str(int(settings.AXES_COOLOFF_TIME.total_seconds()))},
+    ).response()
 
 
 def handler404(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:

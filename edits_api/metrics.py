@@ -3,15 +3,20 @@
 Under gunicorn each worker is a process: with PROMETHEUS_MULTIPROC_DIR set (gunicorn.conf.py sets
 it), every worker writes its samples there and /metrics adds them up. Every family is declared at
 import, and /metrics lists the families no worker has a sample of yet, so a scrape right after
-start already shows them all.
+start already shows them all. The labels name routes and image models, so an operator may ask
+for a bearer token (METRICS_TOKEN) and limit the addresses that may scrape (METRICS_ALLOWED_IPS);
+both are off by default.
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import os
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -26,6 +31,8 @@ from prometheus_client.metrics import MetricWrapperBase
 
 if TYPE_CHECKING:
     from edits_api.accounting.ledger import LedgerEntry
+
+from edits_api.errors import GatewayError
 
 REQUESTS = Counter(
     "gateway_requests_total",
@@ -113,6 +120,9 @@ def _declared_but_absent(present: set[str]) -> bytes:
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
+    refusal = _refusal(request)
+    if refusal is not None:
+        return refusal.response()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
@@ -120,3 +130,33 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         body = generate_latest(registry) + _declared_but_absent(present)
         return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
     return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+
+
+def _refusal(request: HttpRequest) -> GatewayError | None:
+    """Why this request may not read the metrics, or None."""
+    if settings.METRICS_ALLOWED_IPS and not _address_allowed(request.META.get("REMOTE_ADDR", "")):
+        return GatewayError(403, "Metrics are not served to this address.", code="permission_denied")
+    if settings.METRICS_TOKEN and not _token_matches(request.META.get("HTTP_AUTHORIZATION", "")):
+        return GatewayError(
+            401,
+            "Metrics need 'Authorization: Bearer <METRICS_TOKEN>'.",
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
+    return None
+
+
+def _address_allowed(address: str) -> bool:
+    try:
+        client = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(client in ipaddress.ip_network(network, strict=False) for network in settings.METRICS_ALLOWED_IPS)
+
+
+def _token_matches(header: str) -> bool:
+    scheme, _, presented = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    # Constant time: how fast a wrong token is refused tells nothing about the right one.
+    return hmac.compare_digest(presented.strip().encode(), settings.METRICS_TOKEN.encode())

@@ -8,10 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
-from django.core.cache import cache
-from django.db import DatabaseError, connection
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from drf_spectacular.utils import extend_schema
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
@@ -19,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from edits_api import idempotency, results, services, wire
-from edits_api.accounting import admission, ledger, limits
+from edits_api.accounting import admission, ledger
 from edits_api.auth import authenticate
 from edits_api.errors import GatewayError
 from edits_api.observability import current_request_id
@@ -209,27 +206,3 @@ class GenerationsView(ImagesEndpoint):
         images_request = wire.generation_request(request.data)
         canonical = json.dumps(request.data, sort_keys=True)
         return self._serve(request, images_request, lambda: idempotency.fingerprint({"json": [canonical]}, {}))
-
-
-def readyz(request: HttpRequest) -> JsonResponse:
-    """200 when the database (and Redis, when configured) answer; 503 naming what failed."""
-    failed = []
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-    except DatabaseError:
-        failed.append("database")
-    if settings.REDIS_URL:
-        try:
-            cache.get("readyz")
-        except Exception:  # any client error means Redis is not usable
-            failed.append("redis")
-        if limits.store_health() is not None and "redis" not in failed:
-            failed.append("redis")
-    if failed:
-        body: dict[str, Any] = {"status": "unavailable", "failed": failed}
-        if "redis" in failed or (not settings.REDIS_URL and "database" in failed):
-            # What keyed requests with rate limits meet meanwhile (RATE_LIMIT_FAIL_OPEN).
-            body["rate_limits"] = "not enforced" if settings.RATE_LIMIT_FAIL_OPEN else "refusing"
-        return JsonResponse(body, status=503)
-    return JsonResponse({"status": "ready", "rate_limits": "enforced"})

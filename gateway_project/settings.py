@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -37,17 +39,68 @@ def _positive_int(name: str, default: int) -> int:
     return value
 
 
+def _non_negative_int(name: str, default: int) -> int:
+    raw = env.str(name, default=str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {raw!r}") from None
+    if value < 0:
+        raise ImproperlyConfigured(f"{name} must not be negative, not {value}")
+    return value
+
+
+def _refuse_weak_secret(name: str, value: str) -> None:
+    """Django's `check --deploy` only warns (security.W009); a weak key must not start at all.
+
+    The thresholds are Django's own: 50 characters, 5 distinct ones, no 'django-insecure-' prefix.
+    """
+    if len(value) < 50 or len(set(value)) < 5 or value.startswith("django-insecure-"):
+        raise ImproperlyConfigured(
+            f"{name} is too weak for DEBUG off: use at least 50 random characters, e.g. "
+            "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+        )
+
+
 DEBUG = _bool("DEBUG", False)
 
 SECRET_KEY = env.str("SECRET_KEY", default="")
+# Former keys, still accepted for sessions and image URLs while SECRET_KEY is being rotated.
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY is required when DEBUG is off")
     SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"
+elif not DEBUG:
+    _refuse_weak_secret("SECRET_KEY", SECRET_KEY)
+    for _fallback in SECRET_KEY_FALLBACKS:
+        _refuse_weak_secret("SECRET_KEY_FALLBACKS", _fallback)
 
 # Fernet keys for provider tokens at rest: first one encrypts, all decrypt (rotation).
 # Unset, a key derived from SECRET_KEY is used.
 ENCRYPTION_KEYS = env.list("ENCRYPTION_KEYS", default=[])
+
+# HTTPS. All off by default, so `make run` works on http://127.0.0.1; behind TLS, set the ones
+# the README's "Security" section lists and `manage.py check --deploy` reports nothing.
+SECURE_SSL_REDIRECT = _bool("SECURE_SSL_REDIRECT", False)
+# Probes and scrapers inside the network often speak plain http; they are never redirected.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SESSION_COOKIE_SECURE = _bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = _bool("CSRF_COOKIE_SECURE", False)
+SECURE_HSTS_SECONDS = _non_negative_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = _bool("SECURE_HSTS_PRELOAD", False)
+# Behind a TLS-terminating load balancer: the header it sets on https requests, e.g.
+# "X-Forwarded-Proto" (value https) or "X-Forwarded-Ssl=on". Only when the balancer always sets
+# or strips it: a client could otherwise claim https. Signed image URLs are then https://.
+_proxy_header, _, _proxy_value = env.str("SECURE_PROXY_SSL_HEADER", default="").partition("=")
+if _proxy_header.strip():
+    SECURE_PROXY_SSL_HEADER = (
+        "HTTP_" + _proxy_header.strip().upper().replace("-", "_"),
+        _proxy_value.strip() or "https",
+    )
+# Take the host (for signed image URLs and route matching) from X-Forwarded-Host, set by the balancer.
+USE_X_FORWARDED_HOST = _bool("USE_X_FORWARDED_HOST", False)
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -90,6 +143,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's assets, served from here rather than a CDN
+    "axes",  # admin login throttling
     "entities",
     "edits_api",
 ]
@@ -105,7 +159,30 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "edits_api.auth.ConcealRouteOnUnauthorized",
+    # Last, as django-axes requires: it turns a locked-out login into its answer.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Admin login throttling (django-axes): after AXES_FAILURE_LIMIT wrong passwords for one user
+# name from one address, that pair is locked for AXES_COOLOFF_MINUTES; failures are kept in the
+# database, so every worker and instance counts them together.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = _bool("AXES_ENABLED", True)
+AXES_FAILURE_LIMIT = _positive_int("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=_positive_int("AXES_COOLOFF_MINUTES", 15))
+# What identifies who is locked out, together. The default locks one user name at one address, so
+# behind a load balancer (one address for all) a guesser cannot lock out every operator at once.
+AXES_LOCKOUT_PARAMETERS = [env.list("AXES_LOCKOUT_PARAMETERS", default=["username", "ip_address"])]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "edits_api.errors.login_locked_out"
+AXES_VERBOSE = False  # one log line per lockout is enough; axes would log its whole configuration
+
+# Django's own error pages in the OpenAI envelope too (400 and 403 in urls.py).
+CSRF_FAILURE_VIEW = "edits_api.errors.csrf_failure"
 
 # Flash messages (an API key's secret is shown once that way) stay server-side, not in a cookie.
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
@@ -193,6 +270,18 @@ BREAKER_COOLDOWN_SECONDS = _positive_int("BREAKER_COOLDOWN_SECONDS", 30)
 
 # Lifetime of the signed image URLs the gateway hands out for response_format=url.
 SIGNED_URL_MAX_AGE = _positive_int("SIGNED_URL_MAX_AGE", 3600)
+
+# GET /readyz: how long the read of a gateway table may take before the answer is 503.
+READYZ_TIMEOUT_SECONDS = env.float("READYZ_TIMEOUT_SECONDS", default=2.0)
+
+# GET /metrics: open by default; a bearer token and/or the addresses (IPs or CIDR networks) that may read it.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
+for _network in METRICS_ALLOWED_IPS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(f"METRICS_ALLOWED_IPS: {_network!r} is not an IP address or network") from None
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],

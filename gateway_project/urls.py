@@ -1,24 +1,18 @@
 """URL map: the admin, the service endpoints, and the image API under any route prefix."""
 
 from django.contrib import admin
-from django.http import HttpRequest, JsonResponse
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
-from edits_api import metrics, results, views
+from edits_api import health, metrics, results, views
 from gateway_project import pages
-
-
-def healthz(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"status": "ok"})
-
 
 urlpatterns = [
     path("", pages.home, name="home"),
     path("favicon.ico", pages.favicon, name="favicon"),
     path("admin/", admin.site.urls),
-    path("healthz", healthz, name="healthz"),
-    path("readyz", views.readyz, name="readyz"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics_view, name="metrics"),
     path("images/<str:token>", results.serve_signed_image, name="signed-image"),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
@@ -29,5 +23,8 @@ urlpatterns = [
     re_path(r"^(?:.*/)?v1/images/generations/?$", views.GenerationsView.as_view(), name="images-generations"),
 ]
 
+# Every answer outside DRF's views in the OpenAI envelope too (CSRF failures: CSRF_FAILURE_VIEW).
+handler400 = "edits_api.errors.handler400"
+handler403 = "edits_api.errors.handler403"
 handler404 = "edits_api.errors.handler404"
 handler500 = "edits_api.errors.handler500"

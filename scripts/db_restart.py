@@ -15,6 +15,7 @@ import collections
 import itertools
 import json
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -53,6 +54,10 @@ def wait_for_postgres() -> None:
         time.sleep(0.2)
 
 
+# DEBUG is off, so the key must be strong (settings refuse a weak one); a new one per drill.
+DRILL_SECRET_KEY = secrets.token_urlsafe(50)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", type=float, default=5, help="seconds of traffic before the stop")
@@ -63,7 +68,7 @@ def main() -> None:
 
     psql(f"DROP DATABASE IF EXISTS {DB}")
     psql(f"CREATE DATABASE {DB}")
-    env = {**os.environ, "DATABASE_URL": DATABASE_URL, "DEBUG": "false", "SECRET_KEY": "db-restart-drill"}
+    env = {**os.environ, "DATABASE_URL": DATABASE_URL, "DEBUG": "false", "SECRET_KEY": DRILL_SECRET_KEY}
     env.update(PORT=str(PORT), GUNICORN_WORKERS="2", GUNICORN_THREADS="32", ROUTE_CACHE_SECONDS="1")
     python = str(ROOT / ".venv/bin/python")
     subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)

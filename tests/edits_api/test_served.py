@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from django.conf import settings
 from django.db import connection
 
+from entities import crypto
 from tests.gateway import make_image_model, make_route
+from tests.serve import SERVER_SECRET_KEY
 from tests.standin import StandIn, image_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,9 +61,10 @@ def served(transactional_db: None, standin: StandIn, tmp_path: Path) -> Iterator
     env = {
         **os.environ,
         "DATABASE_URL": _database_url(),
-        # The same keys as this process, or the stored provider tokens would not decrypt.
-        "SECRET_KEY": settings.SECRET_KEY,
-        "ENCRYPTION_KEYS": ",".join(settings.ENCRYPTION_KEYS),
+        # A key strong enough for DEBUG off, and this process's encryption keys, or the stored
+        # provider tokens would not decrypt.
+        "SECRET_KEY": SERVER_SECRET_KEY,
+        "ENCRYPTION_KEYS": ",".join(crypto.keys_in_use()),
         "DEBUG": "false",
         "PORT": str(port),
         "GUNICORN_WORKERS": "1",

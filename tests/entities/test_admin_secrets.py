@@ -27,9 +27,16 @@ from django.urls import URLPattern, URLResolver, reverse
 from edits_api.models import UsageRecord
 from entities import services
 from entities.models import ApiKey, ImageModel, Route, RouteRef
+from tests.admin_login import admin_login
 
 PASSWORD = "a-long-admin-password-0001"
 WRONG_PASSWORD = secrets.token_hex(16)  # random throughout: any 5 of its characters in a row are a leak
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings) -> None:
+    """The default hasher costs ~1 s per login on a busy machine; the login path is the same."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def random_secret(prefix: str) -> str:
@@ -74,23 +81,6 @@ def secrets_in_db(monkeypatch: pytest.MonkeyPatch, transactional_db: None) -> di
         "ciphertext": openai.token[12:],  # after the version and timestamp, which other tokens share
         "wrong password": WRONG_PASSWORD,
     }
-
-
-def login(base: str, username: str, password: str) -> tuple[requests.Session, requests.Response]:
-    session = requests.Session()
-    session.get(base + "/admin/login/", timeout=10)
-    response = session.post(
-        base + "/admin/login/",
-        data={
-            "username": username,
-            "password": password,
-            "csrfmiddlewaretoken": session.cookies["csrftoken"],
-            "next": "/admin/",
-        },
-        headers={"Referer": base + "/admin/login/"},
-        timeout=10,
-    )
-    return session, response
 
 
 def _named_patterns(patterns: list[Any]) -> Iterator[URLPattern]:
@@ -179,8 +169,8 @@ def walk(session: requests.Session, base: str) -> dict[str, str]:
 
 def test_no_admin_page_shows_a_secret_to_a_superuser(live_server: Any, secrets_in_db: dict[str, str]) -> None:
     User.objects.create_superuser("root", "root@example.com", PASSWORD)
-    login(live_server.url, "root", WRONG_PASSWORD)  # a failed attempt, recorded by django-axes
-    session, answer = login(live_server.url, "root", PASSWORD)
+    admin_login(live_server.url, "root", WRONG_PASSWORD)  # a failed attempt, recorded by django-axes
+    session, answer = admin_login(live_server.url, "root", PASSWORD)
     assert answer.url.endswith("/admin/"), answer.text[:300]
     # A token set through the form as an operator would: the history now has a change entry.
     change = live_server.url + reverse("admin:entities_imagemodel_change", args=["img-gemini"])
@@ -203,7 +193,7 @@ def test_no_admin_page_shows_a_secret_to_a_view_only_staff_user(
 ) -> None:
     viewer = User.objects.create_user("viewer", "viewer@example.com", PASSWORD, is_staff=True)
     viewer.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
-    session, answer = login(live_server.url, "viewer", PASSWORD)
+    session, answer = admin_login(live_server.url, "viewer", PASSWORD)
     assert answer.url.endswith("/admin/"), answer.text[:300]
 
     pages = walk(session, live_server.url)
