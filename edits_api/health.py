@@ -40,9 +40,8 @@ def readyz(request: HttpRequest) -> JsonResponse:
         code="not_ready",
         headers={"Retry-After": "5"},
     )
-    response = JsonResponse({**error.body(), "status": "unavailable", "failed": failed}, status=503)
-    response["Retry-After"] = "5"
-    return response
+    # The envelope, plus the list probes and scripts already read.
+    return JsonResponse({**error.body(), "status": "unavailable", "failed": failed}, status=503, headers=error.headers)
 
 
 def database_reads() -> bool:

@@ -197,3 +197,29 @@ def test_the_import_refuses_a_non_latin1_token_naming_the_field() -> None:
 
     assert "config.connection.token" in str(caught.value)
     assert not ImageModel.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.urls("gateway_project.urls")
+def test_the_admin_form_refuses_a_non_latin1_token_on_the_token_field(admin_client) -> None:
+    image_model = make()
+    url = f"/admin/entities/imagemodel/{image_model.pk}/change/"
+    form = {
+        "name": "m1",
+        "description": "",
+        "provider": "openai",
+        "base_url": "",
+        "new_token": "sk-new-€-0001",
+        "timeout_ms": "180000",
+        "models_include": "[]",
+        "models_exclude": "[]",
+        "tags": "[]",
+        "metadata": "{}",
+    }
+
+    response = admin_client.post(url, form)
+
+    assert response.status_code == 200  # the form again, with the error
+    errors = response.context["adminform"].form.errors
+    assert "new_token" in errors and "HTTP header" in errors["new_token"][0]
+    assert ImageModel.objects.get(pk="m1").plain_token() == LITERAL
