@@ -10,6 +10,7 @@ import io
 import json
 
 import pytest
+import requests
 from cryptography.fernet import Fernet
 from django.core import serializers
 from django.core.management import call_command
@@ -223,3 +224,23 @@ def test_the_admin_form_refuses_a_non_latin1_token_on_the_token_field(admin_clie
     errors = response.context["adminform"].form.errors
     assert "new_token" in errors and "HTTP header" in errors["new_token"][0]
     assert ImageModel.objects.get(pk="m1").plain_token() == LITERAL
+
+
+def test_the_admin_api_refuses_a_non_latin1_token_naming_the_json_path(live_server, transactional_db) -> None:
+    from entities.services import admin_token_create
+
+    _, admin_token = admin_token_create(name="ops")
+    entity = {"id": "m1", "name": "m1", "provider": "openai", "config": {"connection": {"token": "sk-€-0001"}}}
+
+    answer = requests.post(
+        live_server.url + "/api/v1/image-models",
+        json=entity,
+        headers={"Authorization": f"Bearer {admin_token}"},
+        timeout=10,
+    )
+
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert (error["code"], error["param"]) == ("invalid_value", "config.connection.token")
+    assert "HTTP header" in error["message"] and "sk-€" not in error["message"]
+    assert not ImageModel.objects.exists()
