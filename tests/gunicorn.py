@@ -4,6 +4,7 @@ test database, in a subprocess. For tests that need the real server (README exam
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -13,10 +14,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import requests
-from django.conf import settings
 from django.db import connection
 
+from entities import crypto
+
 ROOT = Path(__file__).resolve().parents[1]
+# DEBUG is off in the server, so its key must be strong (settings refuse a weak one); new each run.
+SERVER_SECRET_KEY = secrets.token_urlsafe(50)
 
 
 def database_url() -> str:
@@ -35,21 +39,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@contextmanager
-def gunicorn(tmp_path: Path, *, arguments: tuple[str, ...] = (), **environment: str) -> Iterator[str]:
-    """Serves the gateway on 127.0.0.1 until the block ends; yields its base URL. `arguments` are
-    added to gunicorn's command line (after -c gunicorn.conf.py, so they win)."""
-    port = free_port()
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    log = tmp_path / "gunicorn.log"
-    env = {
+def server_environment(tmp_path: Path, **environment: str) -> dict[str, str]:
+    """The environment of the served gateway: DEBUG off, the test database, one small worker."""
+    return {
         **os.environ,
         "DATABASE_URL": database_url(),
-        # The same keys as this process, or the stored provider tokens would not decrypt.
-        "SECRET_KEY": settings.SECRET_KEY,
-        "ENCRYPTION_KEYS": ",".join(settings.ENCRYPTION_KEYS),
+        # This process's encryption keys, or the stored provider tokens would not decrypt.
+        "SECRET_KEY": SERVER_SECRET_KEY,
+        "ENCRYPTION_KEYS": ",".join(crypto.keys_in_use()),
         "DEBUG": "false",
-        "PORT": str(port),
         "GUNICORN_WORKERS": "1",
         "GUNICORN_THREADS": "4",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
@@ -58,6 +56,28 @@ def gunicorn(tmp_path: Path, *, arguments: tuple[str, ...] = (), **environment: 
         "LEDGER_JOURNAL_DIR": str(tmp_path / "journal"),
         **environment,
     }
+
+
+def manage(tmp_path: Path, *args: str, **environment: str) -> subprocess.CompletedProcess[str]:
+    """`manage.py ARGS` in the server's environment (a check, or a migrate of a database of its own)."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=server_environment(tmp_path, **environment),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+@contextmanager
+def gunicorn(tmp_path: Path, *, arguments: tuple[str, ...] = (), **environment: str) -> Iterator[str]:
+    """Serves the gateway on 127.0.0.1 until the block ends; yields its base URL. `arguments` are
+    added to gunicorn's command line (after -c gunicorn.conf.py, so they win)."""
+    port = free_port()
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    log = tmp_path / "gunicorn.log"
+    env = server_environment(tmp_path, PORT=str(port), **environment)
     with log.open("wb") as errors:
         process = subprocess.Popen(
             [
@@ -89,4 +109,8 @@ def gunicorn(tmp_path: Path, *, arguments: tuple[str, ...] = (), **environment: 
         yield url
     finally:
         process.terminate()
-        process.wait(timeout=15)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

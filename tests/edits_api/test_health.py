@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.serve import gunicorn_server, manage
+from tests.gunicorn import gunicorn, manage
 
 TIMEOUT = "0.5"  # READYZ_TIMEOUT_SECONDS of the servers below
 
@@ -29,7 +29,7 @@ def sqlite_gateway(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     database = tmp_path / "gateway.sqlite3"
     result = manage(tmp_path, "migrate", "entities", "--noinput", DATABASE_URL=f"sqlite:///{database}")
     assert result.returncode == 0, result.stderr
-    with gunicorn_server(tmp_path, DATABASE_URL=f"sqlite:///{database}", READYZ_TIMEOUT_SECONDS=TIMEOUT) as url:
+    with gunicorn(tmp_path, DATABASE_URL=f"sqlite:///{database}", READYZ_TIMEOUT_SECONDS=TIMEOUT) as url:
         yield url, database
 
 
@@ -75,7 +75,7 @@ def test_readyz_is_503_when_postgresql_hangs_or_is_down(tmp_path: Path) -> None:
     threading.Thread(target=_accept_all, args=(silent, accepted), daemon=True).start()
     database_url = f"postgres://postgres@127.0.0.1:{silent.getsockname()[1]}/gateway"
 
-    with gunicorn_server(tmp_path, DATABASE_URL=database_url, READYZ_TIMEOUT_SECONDS=TIMEOUT) as url:
+    with gunicorn(tmp_path, DATABASE_URL=database_url, READYZ_TIMEOUT_SECONDS=TIMEOUT) as url:
         hanging, hanging_seconds = readyz(url)
         silent.close()  # now nothing listens: connections are refused
         for connection in accepted:

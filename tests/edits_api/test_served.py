@@ -21,7 +21,7 @@ from django.db import connection
 
 from entities import crypto
 from tests.gateway import make_image_model, make_route
-from tests.serve import SERVER_SECRET_KEY
+from tests.gunicorn import SERVER_SECRET_KEY
 from tests.standin import StandIn, image_bytes
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -276,14 +276,14 @@ def test_put_on_a_missing_id_creates_the_entity(api: AdminApi) -> None:
     assert answer.status_code == 201, answer.text
     assert answer.json()["id"] == "img-new"
     assert answer.headers["Location"] == api.url + "/image-models/img-new"
-    assert ImageModel.objects.get(pk="img-new").token == PROVIDER_TOKEN
+    assert ImageModel.objects.get(pk="img-new").plain_token() == PROVIDER_TOKEN
 
 
 def test_an_image_model_replaced_without_token_keeps_the_stored_one(api: AdminApi) -> None:
     api.post("/image-models", image_model())
     answer = api.put("/image-models/img-openai", without(image_model(name="renamed"), "config.connection.token"))
     assert answer.status_code == 200, answer.text
-    assert ImageModel.objects.get().token == PROVIDER_TOKEN
+    assert ImageModel.objects.get().plain_token() == PROVIDER_TOKEN
 
     # A token sent is the new one; an env reference is not a secret and is answered as written.
     answer = api.put("/image-models/img-openai", image_model(config={"connection": {"token": "${env.OPENAI_KEY}"}}))

@@ -650,7 +650,7 @@ def test_seeding_keeps_an_operators_changes_to_demo_entities() -> None:
     assert Route.objects.get(id="demo-providers").edit_retries == 2
     gemini = ImageModel.objects.get(id="demo-gemini")
     assert gemini.base_url == "https://gemini-proxy.example.com/v1beta"
-    assert gemini.token == "AIza-operator-literal-token-1234"
+    assert gemini.plain_token() == "AIza-operator-literal-token-1234"
 
 
 def test_seeding_recreates_only_the_demo_entities_that_are_missing() -> None:

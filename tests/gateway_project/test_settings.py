@@ -12,11 +12,9 @@ from typing import Any
 
 import pytest
 import requests
-from django.db import connection
 
-from entities import crypto
 from tests.gateway import make_image_model, make_route
-from tests.serve import SERVER_SECRET_KEY, gunicorn_server, manage
+from tests.gunicorn import SERVER_SECRET_KEY, gunicorn, manage
 from tests.standin import StandIn, image_bytes
 
 # The README's "Security" section lists these for a gateway served over HTTPS.
@@ -69,16 +67,6 @@ def test_a_short_secret_key_is_fine_for_local_development(tmp_path: Path) -> Non
     assert manage(tmp_path, "check", DEBUG="true", SECRET_KEY="dev").returncode == 0
 
 
-def _database_url() -> str:
-    settings = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{settings['NAME']}"
-    user = settings["USER"] or "postgres"
-    password = f":{settings['PASSWORD']}" if settings["PASSWORD"] else ""
-    host = settings["HOST"] or "127.0.0.1"
-    return f"postgres://{user}{password}@{host}:{settings['PORT'] or 5432}/{settings['NAME']}"
-
-
 def test_signed_image_urls_are_https_behind_a_tls_terminating_balancer(
     tmp_path: Path, standin: StandIn, transactional_db: None
 ) -> None:
@@ -91,13 +79,7 @@ def test_signed_image_urls_are_https_behind_a_tls_terminating_balancer(
     }
     balancer = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "images.example.com"}
 
-    with gunicorn_server(
-        tmp_path,
-        DATABASE_URL=_database_url(),
-        ENCRYPTION_KEYS=",".join(crypto.keys_in_use()),  # this process's keys: the tokens decrypt there
-        SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto",
-        USE_X_FORWARDED_HOST="true",
-    ) as url:
+    with gunicorn(tmp_path, SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto", USE_X_FORWARDED_HOST="true") as url:
         behind = requests.post(url + "/v1/images/edits", headers=balancer, **edit)
         direct = requests.post(url + "/v1/images/edits", **edit)
         image_url = behind.json()["data"][0]["url"]
