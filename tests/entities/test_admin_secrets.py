@@ -30,7 +30,6 @@ from entities.models import ApiKey, ImageModel, Route, RouteRef
 from tests.admin_login import admin_login
 
 PASSWORD = "a-long-admin-password-0001"
-WRONG_PASSWORD = secrets.token_hex(16)  # random throughout: any 5 of its characters in a row are a leak
 
 
 @pytest.fixture(autouse=True)
@@ -40,12 +39,20 @@ def _fast_password_hashing(settings) -> None:
 
 
 def random_secret(prefix: str) -> str:
-    return prefix + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(40))
+    """`prefix` and 42 random characters cycling upper case, lower case, digit: any 5 in a row mix
+    all three, so they cannot be met by chance in a page's words or numbers."""
+    return prefix + "".join(
+        secrets.choice(string.ascii_uppercase) + secrets.choice(string.ascii_lowercase) + secrets.choice(string.digits)
+        for _ in range(14)
+    )
 
 
-def leak_forms(secret: str) -> Iterator[str]:
+WRONG_PASSWORD = random_secret("")  # any 5 of its characters in a row shown would be a leak
+
+
+def leak_forms(secret: str, window: int = 5) -> Iterator[str]:
     """Every string whose presence in a page would leak (part of) `secret`."""
-    yield from (secret[i : i + 5] for i in range(len(secret) - 4))
+    yield from (secret[i : i + window] for i in range(len(secret) - window + 1))
     raw = secret.encode()
     for offset in range(3):
         for encode in (base64.b64encode, base64.urlsafe_b64encode, base64.b32encode):
@@ -70,7 +77,8 @@ def secrets_in_db(monkeypatch: pytest.MonkeyPatch, transactional_db: None) -> di
     route = Route.objects.create(id="r1", name="R1", domains=["api.example.com"], edit_plugin_enabled=True)
     RouteRef.objects.create(route=route, plugin=RouteRef.EDIT, image_model=openai, position=0)
     key = ApiKey(id="k1", name="K1")
-    key_secret = services.api_key_issue_secret(api_key=key)
+    key_secret = random_secret("gw-")  # as issued, but drawn so that no 5 characters are met by chance
+    key.set_secret(key_secret)
     services.api_key_save(api_key=key)
     key.routes.set([route])
     UsageRecord.objects.create(endpoint="edits", route_id="r1", image_model_id="img-openai", status=502)
@@ -78,7 +86,9 @@ def secrets_in_db(monkeypatch: pytest.MonkeyPatch, transactional_db: None) -> di
         "literal token": literal,
         "env token": from_env,
         "api key secret": key_secret,
-        "ciphertext": openai.token[12:],  # after the version and timestamp, which other tokens share
+        # After the version and timestamp, which other tokens share. Not a secret alone, so whole
+        # runs of 12 count: shorter runs of random base64 could be met by chance.
+        "ciphertext": openai.token[12:],
         "wrong password": WRONG_PASSWORD,
     }
 
@@ -145,7 +155,8 @@ def delete_confirmations(session: requests.Session, base: str) -> Iterator[reque
 
 def assert_no_secret(pages: dict[str, str], secret_values: dict[str, str]) -> None:
     patterns = {
-        kind: re.compile("|".join(map(re.escape, set(leak_forms(secret))))) for kind, secret in secret_values.items()
+        kind: re.compile("|".join(map(re.escape, set(leak_forms(secret, 12 if kind == "ciphertext" else 5)))))
+        for kind, secret in secret_values.items()
     }
     leaks = [
         f"{kind} ({found.group()!r}) on {url}"
