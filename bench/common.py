@@ -54,6 +54,13 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def descendants(pid: int) -> list[int]:
+    found = []
+    for child in children(pid):
+        found += [child, *descendants(child)]
+    return found
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """utime + stime of these processes (all their threads), in seconds."""
     total = 0
@@ -257,13 +264,15 @@ class Gateway:
     proc: subprocess.Popen[bytes]
     ready_s: float
     log_path: Path
+    server: str = "gunicorn"
 
     @property
     def pids(self) -> list[int]:
-        return [self.proc.pid, *children(self.proc.pid)]
+        return [self.proc.pid, *descendants(self.proc.pid)]
 
     @property
     def worker_pids(self) -> list[int]:
+        """The processes that serve requests (granian and uvicorn: the children with Python threads)."""
         return children(self.proc.pid)
 
     def log_problems(self) -> dict[str, Any]:
@@ -274,8 +283,31 @@ class Gateway:
         return {"count": len(lines), "first": distinct[:5]}
 
 
+# How each serving stack starts the same Django project (`server` of `gateway()`, `--server` of
+# bench.all). PORT, HOST and the GUNICORN_*/GRANIAN_* variables of the environment apply.
+SERVERS = ("gunicorn", "granian-wsgi", "uvicorn-asgi")
+
+
+def server_command(server: str, env: dict[str, str]) -> list[str]:
+    port, workers = env["PORT"], str(expected_workers())
+    if server == "gunicorn":
+        return [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "gateway_project.wsgi:application"]
+    if server == "granian-wsgi":
+        threads = env.get("GRANIAN_BLOCKING_THREADS") or env.get("GUNICORN_THREADS") or "512"
+        return [str(BIN / "granian"), "--interface", "wsgi", "--host", "127.0.0.1", "--port", port,
+                "--workers", workers, "--blocking-threads", threads, "--backlog", "4096",
+                "--backpressure", env.get("GRANIAN_BACKPRESSURE") or "8192",
+                "--no-ws", "gateway_project.wsgi:application"]  # fmt: skip
+    if server == "uvicorn-asgi":
+        return [str(BIN / "uvicorn"), "--host", "127.0.0.1", "--port", port, "--workers", workers,
+                "--backlog", "4096", "--no-access-log", "gateway_project.asgi:application"]  # fmt: skip
+    raise ValueError(f"unknown server {server!r}; one of {', '.join(SERVERS)}")
+
+
 @contextlib.contextmanager
-def gateway(seed: dict[str, Any]) -> Iterator[Gateway]:
+def gateway(
+    seed: dict[str, Any], server: str = "gunicorn", env_extra: dict[str, str] | None = None
+) -> Iterator[Gateway]:
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
         workdir = Path(tmp)
         env = {
@@ -285,7 +317,10 @@ def gateway(seed: dict[str, Any]) -> Iterator[Gateway]:
             "DEBUG": "false",
             "MEDIA_ROOT": str(workdir / "media"),
             "PYTHONDONTWRITEBYTECODE": "1",
+            "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
+            **(env_extra or {}),
         }
+        (workdir / "metrics").mkdir()
         seed_file = workdir / "entities.json"
         seed_file.write_text(json.dumps(seed))
         for command in (["migrate", "--noinput", "-v", "0"], ["seed_entities", str(seed_file)]):
@@ -298,12 +333,11 @@ def gateway(seed: dict[str, Any]) -> Iterator[Gateway]:
         with open(log_path, "wb") as log_file:
             started = time.monotonic()
             proc = subprocess.Popen(
-                [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "gateway_project.wsgi:application"],
-                cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                server_command(server, env), cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
             )  # fmt: skip
             try:
                 ready_s = _wait_ready(proc, port, started, log_path)
-                gw = Gateway(workdir, port, proc, ready_s, log_path)
+                gw = Gateway(workdir, port, proc, ready_s, log_path, server)
                 _wait_workers(gw)
                 yield gw
             finally:

@@ -53,7 +53,13 @@ class StandIn:
             "output_format": "png",
             "size": "1024x1024",
             "quality": "medium",
-            "usage": {"input_tokens": 50, "output_tokens": 50, "total_tokens": 100},
+            # OpenAI's full usage shape (LiteLLM refuses an answer without input_tokens_details).
+            "usage": {
+                "input_tokens": 50,
+                "output_tokens": 50,
+                "total_tokens": 100,
+                "input_tokens_details": {"text_tokens": 10, "image_tokens": 40},
+            },
         }
         self.ok = _response("200 OK", json.dumps(answer).encode())
         error = {"error": {"message": "No such route", "type": "invalid_request_error", "param": None, "code": None}}
