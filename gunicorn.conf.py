@@ -1,7 +1,16 @@
 """gunicorn settings for `make run` and production; every number can be set from the environment.
 
 Threaded workers: an edit holds its thread while the provider works (10-150 s), so threads,
-not processes, carry the concurrency, and a few processes use both cores.
+not processes, carry the concurrency, and a few processes use both cores. The worker class is
+gunicorn's threaded worker hardened against slow and idle clients (gateway_project/gworker.py),
+with its own limits from the environment:
+
+- GUNICORN_HEADER_TIMEOUT (10 s): the whole request head must arrive within it, else 408 and close;
+  connections that send nothing are closed after it too. Heads are read without a thread.
+- GUNICORN_BODY_TIMEOUT (30 s): the longest silence while the body arrives (or while the answer
+  is sent), else 408 `request_timeout`.
+- GUNICORN_MAX_CONNECTIONS (8192 per process): past it a new connection gets 503 `server_busy`
+  with Retry-After: 1, at once. The process needs a file limit above it (`ulimit -n`).
 """
 
 import glob
@@ -10,7 +19,8 @@ import tempfile
 
 bind = os.environ.get("GUNICORN_BIND", f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
-worker_class = "gthread"
+# gunicorn's threaded worker, hardened against slow and idle clients (see that module for the limits).
+worker_class = "gateway_project.gworker.GatewayThreadWorker"
 # Each worker alone can hold 512 slow edits: connections are not spread evenly across workers.
 threads = int(os.environ.get("GUNICORN_THREADS", "512"))
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))

@@ -309,8 +309,12 @@ def main() -> None:
     parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM's proxy")
     parser.add_argument("--quick", action="store_true", help="tiny counts: checks the set-up, not the figures")
     parser.add_argument("--json", type=Path, help="also write the whole run as JSON here")
+    parser.add_argument("--set", nargs="*", default=[], metavar="COUNT=N", help="override a count, e.g. many=1024")
     args = parser.parse_args()
     counts = Counts(args.quick)
+    for item in args.set:
+        name, _, value = item.partition("=")
+        setattr(counts, name, type(getattr(counts, name))(value))
     began = time.monotonic()
     code = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
     run: dict[str, Any] = {"code": code.stdout.strip(), "cpus": os.cpu_count(), "loadavg_before": loadavg()}

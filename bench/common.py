@@ -285,13 +285,15 @@ class Gateway:
 
 # How each serving stack starts the same Django project (`server` of `gateway()`, `--server` of
 # bench.all). PORT, HOST and the GUNICORN_*/GRANIAN_* variables of the environment apply.
-SERVERS = ("gunicorn", "granian-wsgi", "uvicorn-asgi")
+# gunicorn-gthread is gunicorn with its stock threaded worker, as served before gateway_project/gworker.py.
+SERVERS = ("gunicorn", "gunicorn-gthread", "granian-wsgi", "uvicorn-asgi")
 
 
 def server_command(server: str, env: dict[str, str]) -> list[str]:
     port, workers = env["PORT"], str(expected_workers())
-    if server == "gunicorn":
-        return [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "gateway_project.wsgi:application"]
+    if server in ("gunicorn", "gunicorn-gthread"):
+        stock = ["--worker-class", "gthread"] if server == "gunicorn-gthread" else []
+        return [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", *stock, "gateway_project.wsgi:application"]
     if server == "granian-wsgi":
         threads = env.get("GRANIAN_BLOCKING_THREADS") or env.get("GUNICORN_THREADS") or "512"
         return [str(BIN / "granian"), "--interface", "wsgi", "--host", "127.0.0.1", "--port", port,

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.files.uploadedfile import UploadedFile
-from django.http import HttpRequest
+from django.http import HttpRequest, UnreadablePostError
 from django.http.multipartparser import MultiPartParser, MultiPartParserError
 
 from edits_api.errors import GatewayError
@@ -32,6 +32,14 @@ def too_large(limit: int) -> GatewayError:
     )
 
 
+def body_stalled() -> GatewayError:
+    return GatewayError(
+        408,
+        "The request body stopped arriving; send it without long pauses.",
+        code="request_timeout",
+    )
+
+
 class CappedStream:
     """Reads from the request body and raises 413 once more than `limit` bytes came."""
 
@@ -43,7 +51,16 @@ class CappedStream:
     def read(self, size: int = -1) -> bytes:
         # Never ask for more than one byte past the limit, so an endless body stops early.
         allowed = self._limit + 1 - self.count
-        chunk = self._stream.read(allowed if size is None or size < 0 else min(size, allowed))
+        try:
+            chunk = self._stream.read(allowed if size is None or size < 0 else min(size, allowed))
+        except (TimeoutError, UnreadablePostError) as exc:
+            # Django wraps socket errors in UnreadablePostError; a TimeoutError is the server's
+            # body-read timeout (gateway_project/gworker.py), anything else a broken connection.
+            if isinstance(exc, TimeoutError) or isinstance(exc.__cause__, TimeoutError):
+                raise body_stalled() from None
+            raise GatewayError(
+                400, "The request body could not be read to its end.", code="invalid_request_body"
+            ) from None
         self.count += len(chunk)
         if self.count > self._limit:
             raise too_large(self._limit)

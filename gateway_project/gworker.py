@@ -1,0 +1,169 @@
+"""gunicorn's threaded worker, hardened against slow and idle clients.
+
+gunicorn's gthread worker hands each new connection to a thread, which then blocks until the whole
+request head has arrived: a few hundred clients that connect and send nothing, or trickle their
+headers a byte at a time (slowloris), take every thread and the gateway stops answering. Here:
+
+- the request head is read by the worker's main loop, without a thread, and must be complete
+  within GUNICORN_HEADER_TIMEOUT seconds of the connection being accepted (or of its previous
+  answer, on a kept-alive connection); otherwise the connection is answered 408 and closed;
+- a thread is taken only once the head is complete; while it reads the body, a client that sends
+  nothing for GUNICORN_BODY_TIMEOUT seconds is cut off (the read raises `TimeoutError`, which
+  edits_api.uploads turns into a 408);
+- past GUNICORN_MAX_CONNECTIONS open connections in this process, a new connection is answered
+  503 with Retry-After and closed at once, instead of waiting unseen in the listen backlog.
+
+Everything else (HTTP parsing, keep-alive, the WSGI call) is gunicorn's own (pinned version).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import selectors
+import socket
+import time
+from collections import OrderedDict
+from functools import partial
+from typing import Any
+
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+# The end of a request head, and a bound on its size (gunicorn's own limits then apply).
+_HEAD_END = b"\r\n\r\n"
+_MAX_HEAD = 64 * 1024
+_ENVELOPE = b'{"error": {"message": "%s", "type": "server_error", "param": null, "code": "%s"}}'
+
+
+def _setting(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    value = float(raw)
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, not {raw!r}")
+    return value
+
+
+def _answer(status: str, message: str, code: str, extra: str = "") -> bytes:
+    body = _ENVELOPE % (message.encode(), code.encode())
+    head = (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"{extra}Connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def _send_and_close(sock: socket.socket, data: bytes) -> None:
+    """Best effort, never blocking the main loop: the client may not be reading."""
+    try:
+        sock.setblocking(False)
+        sock.send(data)
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+class GatewayThreadWorker(ThreadWorker):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timeout = _setting("GUNICORN_HEADER_TIMEOUT", 10.0)
+        self.body_timeout = _setting("GUNICORN_BODY_TIMEOUT", 30.0)
+        self.max_connections = int(_setting("GUNICORN_MAX_CONNECTIONS", 8192.0))
+        # gunicorn stops accepting at worker_connections (the rest wait unseen in the backlog);
+        # this worker keeps accepting and refuses past max_connections itself.
+        self.worker_connections = self.max_connections + 1
+        self.max_keepalived = self.max_connections
+        # Connections whose head is still arriving, oldest first: conn -> (deadline, bytes so far).
+        self.reading: OrderedDict[TConn, tuple[float, bytearray]] = OrderedDict()
+        self.busy_answer = _answer(
+            "503 Service Unavailable", "The gateway is at its connection limit; retry shortly.",
+            "server_busy", "Retry-After: 1\r\n",
+        )  # fmt: skip
+        self.timeout_answer = _answer(
+            "408 Request Timeout", "The request head did not arrive in time.", "request_timeout"
+        )
+
+    # -- accepting and reading heads in the main loop -----------------------------------------
+
+    def accept(self, listener: socket.socket) -> None:
+        try:
+            client_sock, client_addr = listener.accept()
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        if self.nr_conns >= self.max_connections:
+            _send_and_close(client_sock, self.busy_answer)
+            return
+        self.nr_conns += 1
+        if self.cfg.is_ssl:  # the TLS handshake needs a thread; keep gunicorn's own path
+            client_sock.setblocking(True)
+            self.enqueue_req(TConn(self.cfg, client_sock, client_addr, listener.getsockname()))
+            return
+        conn = TConn(self.cfg, client_sock, client_addr, listener.getsockname())
+        self._read_head(conn)
+
+    def _read_head(self, conn: TConn) -> None:
+        """Wait, without a thread, for this connection's next request head."""
+        conn.sock.setblocking(False)
+        self.reading[conn] = (time.monotonic() + self.header_timeout, bytearray())
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_head_data, conn))
+
+    def _on_head_data(self, conn: TConn, _sock: Any) -> None:
+        _deadline, buffer = self.reading[conn]
+        try:
+            data = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the client went away
+            self._stop_reading(conn)
+            self.nr_conns -= 1
+            conn.close()
+            return
+        buffer += data
+        if _HEAD_END not in buffer and len(buffer) < _MAX_HEAD:
+            return
+        self._stop_reading(conn)
+        conn.sock.setblocking(True)
+        conn.init()  # creates gunicorn's parser on the socket; the bytes read so far go first
+        conn.parser.unreader.unread(bytes(buffer))
+        conn.data_ready = True
+        self.enqueue_req(conn)
+
+    def _stop_reading(self, conn: TConn) -> None:
+        self.reading.pop(conn, None)
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self.poller.unregister(conn.sock)
+
+    def on_client_socket_readable(self, conn: TConn, client: Any) -> None:
+        """A kept-alive connection speaks again: its next head is read like a new one's."""
+        self.poller.unregister(client)
+        self.keepalived_conns.remove(conn)
+        self._read_head(conn)
+
+    def murder_keepalived(self, force: bool = False) -> None:
+        super().murder_keepalived(force)
+        self._murder_slow_heads(force)
+
+    def _murder_slow_heads(self, force: bool = False) -> None:
+        now = time.monotonic()
+        while self.reading:
+            conn, (deadline, buffer) = next(iter(self.reading.items()))
+            if deadline > now and not force:
+                break
+            self._stop_reading(conn)
+            self.nr_conns -= 1
+            # Nothing sent at all: an idle connection, closed quietly; a partial head gets its 408.
+            _send_and_close(conn.sock, self.timeout_answer if buffer else b"")
+
+    # -- the body: a thread per request, bounded waits -----------------------------------------
+
+    def handle_request(self, req: Any, conn: TConn) -> Any:
+        # Every wait for the client from here on (body reads, answer writes) is bounded.
+        conn.sock.settimeout(self.body_timeout)
+        return super().handle_request(req, conn)

@@ -1,0 +1,125 @@
+"""Slow and idle clients against gunicorn with the project's worker (gateway_project/gworker.py):
+they cannot take the threads that answer everyone else, and each is cut off on time.
+
+Bounded and loopback only: at most 2,000 client sockets, a few seconds each test.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.edits_api.test_served import multipart, padded_png
+from tests.gateway import make_image_model, make_route
+from tests.served import Served, gunicorn_server
+from tests.standin import StandIn
+
+pytestmark = pytest.mark.slow
+
+HEADER_TIMEOUT = 3
+
+
+@pytest.fixture
+def route(transactional_db: None, standin: StandIn) -> None:
+    make_route("served", ["127.0.0.1"], [make_image_model("img-openai", "openai", standin)])
+
+
+def _connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.settimeout(5)
+    return sock
+
+
+def _read_answer(sock: socket.socket) -> str:
+    """Everything the server sends until it closes the connection."""
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    return answer.decode("latin-1")
+
+
+def _edit(served: Served, timeout: float) -> requests.Response:
+    body, content_type = multipart(padded_png(20_000))
+    return requests.post(
+        served.url + "/v1/images/edits", data=body, headers={"Content-Type": content_type}, timeout=timeout
+    )
+
+
+@pytest.fixture
+def hardened(route: None, tmp_path: Path) -> Iterator[Served]:
+    with gunicorn_server(
+        tmp_path,
+        GUNICORN_THREADS="8",
+        GUNICORN_HEADER_TIMEOUT=str(HEADER_TIMEOUT),
+        GUNICORN_BODY_TIMEOUT="1",
+        GUNICORN_MAX_CONNECTIONS="4000",
+    ) as served:
+        yield served
+
+
+def test_thousands_of_slow_and_idle_connections_do_not_starve_healthz_or_an_edit(hardened: Served) -> None:
+    idle = [_connect(hardened.port) for _ in range(1000)]
+    slow = [_connect(hardened.port) for _ in range(1000)]
+    for sock in slow:  # a request line and a header that never ends (slowloris)
+        sock.sendall(b"POST /v1/images/edits HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a")
+    try:
+        began = time.monotonic()
+        healthz = requests.get(hardened.url + "/healthz", timeout=2)
+        healthz_s = time.monotonic() - began
+        began = time.monotonic()
+        edit = _edit(hardened, timeout=5)
+        edit_s = time.monotonic() - began
+
+        assert healthz.status_code == 200
+        assert edit.status_code == 200, edit.text
+        assert healthz_s < 2 and edit_s < 5  # 8 threads, 2,000 connections held open
+
+        time.sleep(HEADER_TIMEOUT + 1.5)  # past the header timeout: every one of them is cut off
+        assert _read_answer(slow[0]).startswith("HTTP/1.1 408")
+        assert all(_read_answer(sock) == "" for sock in idle[:50])
+        assert '"code": "request_timeout"' in _read_answer(slow[-1])
+    finally:
+        for sock in idle + slow:
+            sock.close()
+
+
+def test_a_body_that_stops_arriving_is_cut_off_with_408(hardened: Served, standin: StandIn) -> None:
+    body, content_type = multipart(padded_png(50_000))
+    with _connect(hardened.port) as sock:
+        sock.sendall(
+            b"POST /v1/images/edits HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body[:1000]
+        )  # then nothing: the body stalls
+        began = time.monotonic()
+        answer = _read_answer(sock)
+
+    assert answer.startswith("HTTP/1.1 408"), answer[:200]
+    error = json.loads(answer.split("\r\n\r\n", 1)[1])["error"]
+    assert error["code"] == "request_timeout"
+    assert time.monotonic() - began < 4
+    assert standin.received == []
+
+
+def test_connections_past_the_cap_are_refused_at_once_with_503(route: None, tmp_path: Path) -> None:
+    with gunicorn_server(tmp_path, GUNICORN_THREADS="4", GUNICORN_MAX_CONNECTIONS="50") as served:
+        held = [_connect(served.port) for _ in range(50)]
+        time.sleep(0.5)  # let the worker accept them all
+        try:
+            refused = requests.get(served.url + "/healthz", timeout=2)
+        finally:
+            for sock in held:
+                sock.close()
+        time.sleep(0.5)
+        again = requests.get(served.url + "/healthz", timeout=2)
+
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"] == "1"
+    assert refused.json()["error"]["code"] == "server_busy"
+    assert again.status_code == 200
