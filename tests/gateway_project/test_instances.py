@@ -1,0 +1,132 @@
+"""Two gateway instances on different ports over one database, one Redis and one S3-compatible
+store (moto's server on 127.0.0.1, through django-storages): what one instance does, the other sees.
+
+This is the production topology of the README (load balancer, instances, PostgreSQL, Redis,
+object storage) on one machine; CI runs it on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import boto3
+import pytest
+import redis
+import requests
+
+from tests.edits_api.test_served import multipart, padded_png
+from tests.gateway import make_image_model, make_route
+from tests.served import Served, free_port, gunicorn_server
+from tests.standin import StandIn
+
+pytestmark = pytest.mark.slow
+
+# Our own Redis database number, so the shared breaker state of this test touches nobody else's.
+REDIS_URL = "redis://127.0.0.1:6379/13"
+BUCKET = "gateway-images"
+S3_KEYS = {"access_key": "testing", "secret_key": "testing", "region_name": "us-east-1"}
+
+
+@pytest.fixture
+def s3_endpoint(tmp_path: Path) -> Iterator[str]:
+    """moto's S3 server on a free loopback port, with an empty bucket."""
+    port = free_port()
+    log = (tmp_path / "moto.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(endpoint + "/moto-api/", timeout=1)
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("moto server did not start") from None
+                time.sleep(0.2)
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=S3_KEYS["access_key"],
+            aws_secret_access_key=S3_KEYS["secret_key"],
+            region_name=S3_KEYS["region_name"],
+        )
+        s3.create_bucket(Bucket=BUCKET)
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def two_instances(transactional_db: None, standin: StandIn, s3_endpoint: str, tmp_path: Path) -> Iterator[list[Served]]:
+    make_route("shared", ["127.0.0.1"], [make_image_model("img-openai", "openai", standin)])
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    env = {
+        "GUNICORN_THREADS": "4",
+        "REDIS_URL": REDIS_URL,
+        "MEDIA_STORAGE_BACKEND": "storages.backends.s3.S3Storage",
+        "MEDIA_STORAGE_OPTIONS": json.dumps({"bucket_name": BUCKET, "endpoint_url": s3_endpoint, **S3_KEYS}),
+        "BREAKER_FAILURES": "2",
+        "BREAKER_COOLDOWN_SECONDS": "60",
+    }
+    with ExitStack() as stack:
+        instances = []
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            instances.append(stack.enter_context(gunicorn_server(tmp_path / name, **env)))
+        yield instances
+    redis.Redis.from_url(REDIS_URL).flushdb()
+
+
+def _edit(instance: Served, **fields: str) -> requests.Response:
+    body, content_type = multipart(padded_png(5_000))
+    if fields:  # extra text fields before the closing boundary
+        extra = "".join(
+            f'--gatewaytestboundary\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+            for k, v in fields.items()
+        )
+        body = extra.encode() + body
+    return requests.post(
+        instance.url + "/v1/images/edits", data=body, headers={"Content-Type": content_type}, timeout=30
+    )
+
+
+def test_an_image_link_made_by_one_instance_is_served_by_the_other(two_instances: list[Served]) -> None:
+    a, b = two_instances
+
+    answer = _edit(a, response_format="url")
+    assert answer.status_code == 200, answer.text
+    link = answer.json()["data"][0]["url"]
+    assert link.startswith(a.url + "/images/")
+
+    from_a = requests.get(link, timeout=10)
+    from_b = requests.get(b.url + link.removeprefix(a.url), timeout=10)
+
+    assert from_b.status_code == 200
+    assert from_b.headers["Content-Type"] == "image/png"
+    assert from_b.content == from_a.content
+    assert from_b.content.startswith(b"\x89PNG")
+
+
+def test_a_breaker_opened_on_one_instance_is_seen_by_the_other(two_instances: list[Served], standin: StandIn) -> None:
+    a, b = two_instances
+    standin.fail_always("500")
+
+    failures = [_edit(a).status_code for _ in range(2)]
+    calls_before = len(standin.received)
+    on_b = _edit(b)
+
+    assert failures == [502, 502]
+    assert on_b.status_code == 503
+    assert on_b.json()["error"]["code"] == "upstream_unavailable"
+    assert "img-openai" in on_b.json()["error"]["message"]
+    assert len(standin.received) == calls_before  # b did not call the failing provider
