@@ -21,8 +21,9 @@ bind = os.environ.get("GUNICORN_BIND", f"{os.environ.get('HOST', '127.0.0.1')}:{
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 # gunicorn's threaded worker, hardened against slow and idle clients (see that module for the limits).
 worker_class = "gateway_project.gworker.GatewayThreadWorker"
-# Each worker alone can hold 512 slow edits: connections are not spread evenly across workers.
-threads = int(os.environ.get("GUNICORN_THREADS", "512"))
+# Each worker alone can hold 2048 slow edits: connections are not spread evenly across workers.
+# Threads start only when needed and a held edit's thread costs little memory (bench/README.md).
+threads = int(os.environ.get("GUNICORN_THREADS", "2048"))
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 # Longer than the longest provider timeout, so gunicorn never kills a worker mid-edit.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "660"))

@@ -18,7 +18,9 @@ import concurrent.futures
 import http.client
 import json
 import os
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -311,6 +313,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the whole run as JSON here")
     parser.add_argument("--set", nargs="*", default=[], metavar="COUNT=N", help="override a count, e.g. many=1024")
     args = parser.parse_args()
+    # A timeout's SIGTERM unwinds like Ctrl-C, so every server this run started is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     counts = Counts(args.quick)
     for item in args.set:
         name, _, value = item.partition("=")
@@ -325,8 +329,13 @@ def main() -> None:
             StandInProcess(hold=counts.many_hold_s) as held:  # fmt: skip
         run["gateways"] = []
         for server in args.servers or [args.server]:
+            began_server = time.monotonic()
             run["gateways"].append(measure_gateway(server, counts, (fast, slow, held), body, content_type, big))
-            run[f"loadavg_after_{server}"] = loadavg()
+            run["gateways"][-1]["wall_s"] = round(time.monotonic() - began_server, 1)
+            run["gateways"][-1]["loadavg_after"] = loadavg()
+            print(table(run), flush=True)  # so far, in case the run is cut short
+            if args.json:
+                args.json.write_text(json.dumps(run, indent=2, default=str))
         if not args.no_litellm:
             run["litellm"] = measure_litellm(fast, counts, body, content_type)
     run["loadavg_after"] = loadavg()

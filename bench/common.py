@@ -244,6 +244,15 @@ def expected_workers() -> int:
     return int(runpy.run_path(str(ROOT / "gunicorn.conf.py"))["workers"])
 
 
+def gunicorn_threads(env: dict[str, str]) -> str:
+    """`threads` as gunicorn.conf.py computes it from `env` (granian gets as many blocking threads)."""
+    return env.get("GUNICORN_THREADS") or str(runpy.run_path(str(ROOT / "gunicorn.conf.py"))["threads"])
+
+
+# The stock gthread worker is measured as it was served before: 512 threads, 512 pooled connections.
+BEFORE_ENV = {"GUNICORN_THREADS": "512", "PROVIDER_POOL_SIZE": "512"}
+
+
 def get(port: int, path: str, timeout: float = 2.0) -> int:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
@@ -295,7 +304,7 @@ def server_command(server: str, env: dict[str, str]) -> list[str]:
         stock = ["--worker-class", "gthread"] if server == "gunicorn-gthread" else []
         return [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", *stock, "gateway_project.wsgi:application"]
     if server == "granian-wsgi":
-        threads = env.get("GRANIAN_BLOCKING_THREADS") or env.get("GUNICORN_THREADS") or "512"
+        threads = env.get("GRANIAN_BLOCKING_THREADS") or gunicorn_threads(env)
         return [str(BIN / "granian"), "--interface", "wsgi", "--host", "127.0.0.1", "--port", port,
                 "--workers", workers, "--blocking-threads", threads, "--backlog", "4096",
                 "--backpressure", env.get("GRANIAN_BACKPRESSURE") or "8192",
@@ -320,6 +329,7 @@ def gateway(
             "MEDIA_ROOT": str(workdir / "media"),
             "PYTHONDONTWRITEBYTECODE": "1",
             "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
+            **(BEFORE_ENV if server == "gunicorn-gthread" else {}),
             **(env_extra or {}),
         }
         (workdir / "metrics").mkdir()

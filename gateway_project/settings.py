@@ -241,7 +241,7 @@ DATA_UPLOAD_MAX_NUMBER_FILES = 32
 ROUTE_CACHE_SECONDS = env.float("ROUTE_CACHE_SECONDS", default=1.0)
 
 # Kept-alive connections per provider host and worker: as many as threads that may call it at once.
-PROVIDER_POOL_SIZE = _positive_int("PROVIDER_POOL_SIZE", 512)
+PROVIDER_POOL_SIZE = _positive_int("PROVIDER_POOL_SIZE", 2048)
 
 # The usage ledger (edits_api/accounting/ledger.py): rows are written in batches by a thread per
 # process this often (0: during each request); the in-memory buffer holds this many rows, a caller
