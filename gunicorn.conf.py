@@ -9,7 +9,7 @@ with its own limits from the environment:
   connections that send nothing are closed after it too. Heads are read without a thread.
 - GUNICORN_BODY_TIMEOUT (30 s): the longest silence while the body arrives (or while the answer
   is sent), else 408 `request_timeout`.
-- GUNICORN_MAX_CONNECTIONS (8192 per process): past it a new connection gets 503 `server_busy`
+- GUNICORN_WORKER_CONNECTIONS (8192 per process): past it a new connection gets 503 `server_busy`
   with Retry-After: 1, at once. The process needs a file limit above it (`ulimit -n`).
 """
 
@@ -24,7 +24,8 @@ worker_class = "gateway_project.gworker.GatewayThreadWorker"
 # Each worker alone can hold 2048 slow edits: connections are not spread evenly across workers.
 # Threads start only when needed and a held edit's thread costs little memory (bench/README.md).
 threads = int(os.environ.get("GUNICORN_THREADS", "2048"))
-worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
+# Open connections per process (idle, arriving or served); past it a new one gets 503 at once.
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "8192"))
 # Longer than the longest provider timeout, so gunicorn never kills a worker mid-edit.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "660"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))

@@ -249,8 +249,9 @@ def gunicorn_threads(env: dict[str, str]) -> str:
     return env.get("GUNICORN_THREADS") or str(runpy.run_path(str(ROOT / "gunicorn.conf.py"))["threads"])
 
 
-# The stock gthread worker is measured as it was served before: 512 threads, 512 pooled connections.
-BEFORE_ENV = {"GUNICORN_THREADS": "512", "PROVIDER_POOL_SIZE": "512"}
+# The stock gthread worker is measured as it was served before: 512 threads, 512 pooled provider
+# connections, 1000 connections per worker.
+BEFORE_ENV = {"GUNICORN_THREADS": "512", "PROVIDER_POOL_SIZE": "512", "GUNICORN_WORKER_CONNECTIONS": "1000"}
 
 
 def get(port: int, path: str, timeout: float = 2.0) -> int:

@@ -58,7 +58,7 @@ def hardened(route: None, tmp_path: Path) -> Iterator[Served]:
         GUNICORN_THREADS="8",
         GUNICORN_HEADER_TIMEOUT=str(HEADER_TIMEOUT),
         GUNICORN_BODY_TIMEOUT="1",
-        GUNICORN_MAX_CONNECTIONS="4000",
+        GUNICORN_WORKER_CONNECTIONS="4000",
     ) as served:
         yield served
 
@@ -108,7 +108,7 @@ def test_a_body_that_stops_arriving_is_cut_off_with_408(hardened: Served, standi
 
 
 def test_connections_past_the_cap_are_refused_at_once_with_503(route: None, tmp_path: Path) -> None:
-    with gunicorn_server(tmp_path, GUNICORN_THREADS="4", GUNICORN_MAX_CONNECTIONS="50") as served:
+    with gunicorn_server(tmp_path, GUNICORN_THREADS="4", GUNICORN_WORKER_CONNECTIONS="50") as served:
         held = [_connect(served.port) for _ in range(50)]
         time.sleep(0.5)  # let the worker accept them all
         try:
