@@ -464,9 +464,17 @@ def run_load(spec: LoadSpec) -> LoadResult:
 @contextlib.contextmanager
 def load_process() -> Iterator[ProcessPoolExecutor]:
     """A separate process for a load generator, so its GIL is not the bench's or another's."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
+    try:
         pool.submit(int).result()  # start it now, not inside a measurement
         yield pool
+    except BaseException:
+        # Cut short (Ctrl-C, SIGTERM): stop a load still running instead of waiting for it.
+        for process in list(pool._processes.values()):  # type: ignore[attr-defined]
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 # --- figures and report -----------------------------------------------------------------------
