@@ -289,6 +289,7 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "edits_api.errors.exception_handler",
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "gateway_project.negotiation.FirstRendererNegotiation",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
