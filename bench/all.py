@@ -276,6 +276,9 @@ def table(run: dict[str, Any]) -> str:
     row(f"{gws[0]['held_many']['sent']} edits held at once: errors, held at the provider",
         [f"{g['held_many']['errors']} errors, {g['held_many']['provider_max_in_flight']} at once" for g in gws],
         "-", "0 errors, all at once")  # fmt: skip
+    row("  RSS per edit held at the provider",
+        [f"{(h['rss_peak_mb'] - h['rss_idle_mb']) * 1024 / max(1, h['provider_max_in_flight']):.0f} KB"
+         for h in (g["held_many"] for g in gws)], "-", "")  # fmt: skip
     row("  RSS peak (idle), threads peak",
         [f"{h['rss_peak_mb']:.0f} ({h['rss_idle_mb']:.0f}) MB, {h['threads_peak']}"
          for h in (g["held_many"] for g in gws)], "-", "< 1 GB")  # fmt: skip
