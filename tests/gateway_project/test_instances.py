@@ -75,7 +75,8 @@ def two_instances(transactional_db: None, standin: StandIn, s3_endpoint: str, tm
         "REDIS_URL": REDIS_URL,
         "MEDIA_STORAGE_BACKEND": "storages.backends.s3.S3Storage",
         "MEDIA_STORAGE_OPTIONS": json.dumps({"bucket_name": BUCKET, "endpoint_url": s3_endpoint, **S3_KEYS}),
-        "BREAKER_FAILURES": "2",
+        # Two distinct failed requests open a breaker (the same request sent again counts once).
+        "BREAKER_MIN_REQUESTS": "2",
         "BREAKER_COOLDOWN_SECONDS": "60",
     }
     with ExitStack() as stack:
@@ -87,9 +88,10 @@ def two_instances(transactional_db: None, standin: StandIn, s3_endpoint: str, tm
     redis.Redis.from_url(REDIS_URL).flushdb()
 
 
-def _edit(instance: Served, **fields: str) -> requests.Response:
+def _edit(instance: Served, prompt: str = "add a hat", **fields: str) -> requests.Response:
     body, content_type = multipart(padded_png(5_000))
-    if fields:  # extra text fields before the closing boundary
+    body = body.replace(b"add a hat", prompt.encode(), 1)
+    if fields:  # extra text fields before the others
         extra = "".join(
             f'--gatewaytestboundary\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
             for k, v in fields.items()
@@ -121,7 +123,7 @@ def test_a_breaker_opened_on_one_instance_is_seen_by_the_other(two_instances: li
     a, b = two_instances
     standin.fail_always("500")
 
-    failures = [_edit(a).status_code for _ in range(2)]
+    failures = [_edit(a, prompt=f"add hat number {i}").status_code for i in range(2)]
     calls_before = len(standin.received)
     on_b = _edit(b)
 
