@@ -17,7 +17,7 @@ import requests
 
 from tests.edits_api.test_served import multipart, padded_png
 from tests.gateway import make_image_model, make_route
-from tests.served import Served, gunicorn_server
+from tests.gunicorn import gunicorn
 from tests.standin import StandIn
 
 pytestmark = pytest.mark.slow
@@ -44,33 +44,36 @@ def _read_answer(sock: socket.socket) -> str:
     return answer.decode("latin-1")
 
 
-def _edit(served: Served, timeout: float) -> requests.Response:
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def _edit(url: str, timeout: float) -> requests.Response:
     body, content_type = multipart(padded_png(20_000))
-    return requests.post(
-        served.url + "/v1/images/edits", data=body, headers={"Content-Type": content_type}, timeout=timeout
-    )
+    return requests.post(url + "/v1/images/edits", data=body, headers={"Content-Type": content_type}, timeout=timeout)
 
 
 @pytest.fixture
-def hardened(route: None, tmp_path: Path) -> Iterator[Served]:
-    with gunicorn_server(
+def hardened(route: None, tmp_path: Path) -> Iterator[str]:
+    """The gateway's base URL, served with small limits so the tests stay short."""
+    with gunicorn(
         tmp_path,
         GUNICORN_THREADS="8",
         GUNICORN_HEADER_TIMEOUT=str(HEADER_TIMEOUT),
         GUNICORN_BODY_TIMEOUT="1",
         GUNICORN_WORKER_CONNECTIONS="4000",
-    ) as served:
-        yield served
+    ) as url:
+        yield url
 
 
-def test_thousands_of_slow_and_idle_connections_do_not_starve_healthz_or_an_edit(hardened: Served) -> None:
-    idle = [_connect(hardened.port) for _ in range(1000)]
-    slow = [_connect(hardened.port) for _ in range(1000)]
+def test_thousands_of_slow_and_idle_connections_do_not_starve_healthz_or_an_edit(hardened: str) -> None:
+    idle = [_connect(_port(hardened)) for _ in range(1000)]
+    slow = [_connect(_port(hardened)) for _ in range(1000)]
     for sock in slow:  # a request line and a header that never ends (slowloris)
         sock.sendall(b"POST /v1/images/edits HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a")
     try:
         began = time.monotonic()
-        healthz = requests.get(hardened.url + "/healthz", timeout=2)
+        healthz = requests.get(hardened + "/healthz", timeout=2)
         healthz_s = time.monotonic() - began
         began = time.monotonic()
         edit = _edit(hardened, timeout=5)
@@ -89,9 +92,9 @@ def test_thousands_of_slow_and_idle_connections_do_not_starve_healthz_or_an_edit
             sock.close()
 
 
-def test_a_body_that_stops_arriving_is_cut_off_with_408(hardened: Served, standin: StandIn) -> None:
+def test_a_body_that_stops_arriving_is_cut_off_with_408(hardened: str, standin: StandIn) -> None:
     body, content_type = multipart(padded_png(50_000))
-    with _connect(hardened.port) as sock:
+    with _connect(_port(hardened)) as sock:
         sock.sendall(
             b"POST /v1/images/edits HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             + f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
@@ -108,14 +111,14 @@ def test_a_body_that_stops_arriving_is_cut_off_with_408(hardened: Served, standi
 
 
 def test_connections_past_the_cap_are_refused_at_once_with_503(route: None, tmp_path: Path) -> None:
-    with gunicorn_server(tmp_path, GUNICORN_THREADS="4", GUNICORN_WORKER_CONNECTIONS="50") as served:
-        held = [_connect(served.port) for _ in range(50)]
+    with gunicorn(tmp_path, GUNICORN_WORKER_CONNECTIONS="50") as url:
+        held = [_connect(_port(url)) for _ in range(50)]
         try:
             # The worker accepts the 50 as its loop gets to them (slower on a busy machine); from
             # then on every new connection is refused.
             deadline = time.monotonic() + 10
             while True:
-                refused = requests.get(served.url + "/healthz", headers={"Connection": "close"}, timeout=2)
+                refused = requests.get(url + "/healthz", headers={"Connection": "close"}, timeout=2)
                 if refused.status_code == 503 or time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
@@ -123,7 +126,7 @@ def test_connections_past_the_cap_are_refused_at_once_with_503(route: None, tmp_
             for sock in held:
                 sock.close()
         time.sleep(0.5)
-        again = requests.get(served.url + "/healthz", timeout=2)
+        again = requests.get(url + "/healthz", timeout=2)
 
     assert refused.status_code == 503
     assert refused.headers["Retry-After"] == "1"

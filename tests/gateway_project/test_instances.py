@@ -22,7 +22,7 @@ import requests
 
 from tests.edits_api.test_served import multipart, padded_png
 from tests.gateway import make_image_model, make_route
-from tests.served import Served, free_port, gunicorn_server
+from tests.gunicorn import free_port, gunicorn
 from tests.standin import StandIn
 
 pytestmark = pytest.mark.slow
@@ -67,7 +67,7 @@ def s3_endpoint(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def two_instances(transactional_db: None, standin: StandIn, s3_endpoint: str, tmp_path: Path) -> Iterator[list[Served]]:
+def two_instances(transactional_db: None, standin: StandIn, s3_endpoint: str, tmp_path: Path) -> Iterator[list[str]]:
     make_route("shared", ["127.0.0.1"], [make_image_model("img-openai", "openai", standin)])
     redis.Redis.from_url(REDIS_URL).flushdb()
     env = {
@@ -82,13 +82,12 @@ def two_instances(transactional_db: None, standin: StandIn, s3_endpoint: str, tm
     with ExitStack() as stack:
         instances = []
         for name in ("a", "b"):
-            (tmp_path / name).mkdir()
-            instances.append(stack.enter_context(gunicorn_server(tmp_path / name, **env)))
+            instances.append(stack.enter_context(gunicorn(tmp_path / name, **env)))
         yield instances
     redis.Redis.from_url(REDIS_URL).flushdb()
 
 
-def _edit(instance: Served, prompt: str = "add a hat", **fields: str) -> requests.Response:
+def _edit(instance: str, prompt: str = "add a hat", **fields: str) -> requests.Response:
     body, content_type = multipart(padded_png(5_000))
     body = body.replace(b"add a hat", prompt.encode(), 1)
     if fields:  # extra text fields before the others
@@ -97,21 +96,19 @@ def _edit(instance: Served, prompt: str = "add a hat", **fields: str) -> request
             for k, v in fields.items()
         )
         body = extra.encode() + body
-    return requests.post(
-        instance.url + "/v1/images/edits", data=body, headers={"Content-Type": content_type}, timeout=30
-    )
+    return requests.post(instance + "/v1/images/edits", data=body, headers={"Content-Type": content_type}, timeout=30)
 
 
-def test_an_image_link_made_by_one_instance_is_served_by_the_other(two_instances: list[Served]) -> None:
+def test_an_image_link_made_by_one_instance_is_served_by_the_other(two_instances: list[str]) -> None:
     a, b = two_instances
 
     answer = _edit(a, response_format="url")
     assert answer.status_code == 200, answer.text
     link = answer.json()["data"][0]["url"]
-    assert link.startswith(a.url + "/images/")
+    assert link.startswith(a + "/images/")
 
     from_a = requests.get(link, timeout=10)
-    from_b = requests.get(b.url + link.removeprefix(a.url), timeout=10)
+    from_b = requests.get(b + link.removeprefix(a), timeout=10)
 
     assert from_b.status_code == 200
     assert from_b.headers["Content-Type"] == "image/png"
@@ -119,7 +116,7 @@ def test_an_image_link_made_by_one_instance_is_served_by_the_other(two_instances
     assert from_b.content.startswith(b"\x89PNG")
 
 
-def test_a_breaker_opened_on_one_instance_is_seen_by_the_other(two_instances: list[Served], standin: StandIn) -> None:
+def test_a_breaker_opened_on_one_instance_is_seen_by_the_other(two_instances: list[str], standin: StandIn) -> None:
     a, b = two_instances
     standin.fail_always("500")
 
