@@ -12,7 +12,6 @@ import hashlib
 import io
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -24,13 +23,14 @@ import pytest
 import requests
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connection
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from tests.gunicorn import database_url, free_port
 from tests.standin import StandIn
 
 ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run"]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"  # gitignored; kept after the run
@@ -45,28 +45,12 @@ OPERATOR = ("operator", "operator-password-9f3k2")
 VIEWPORT = {"width": 1280, "height": 860}
 
 
-def database_url() -> str:
-    """The test database as a DATABASE_URL, so the server sees what the test wrote."""
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{db['NAME']}"
-    user = db["USER"] or "postgres"
-    password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
-    return f"postgres://{user}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 def encryption_keys() -> list[str]:
     """The Fernet keys this process encrypts with: ENCRYPTION_KEYS, else the one derived from SECRET_KEY."""
     if settings.ENCRYPTION_KEYS:
         return list(settings.ENCRYPTION_KEYS)
     digest = hashlib.sha256(("gateway-token-key:" + settings.SECRET_KEY).encode()).digest()
     return [base64.urlsafe_b64encode(digest).decode()]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Server:
@@ -86,6 +70,7 @@ class Server:
             "PORT": str(self.port),
             "GUNICORN_WORKERS": "1",
             "GUNICORN_THREADS": "8",
+            "GUNICORN_GRACEFUL_TIMEOUT": "1",  # kept-alive browser connections must not hold a restart
             "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
             "MEDIA_ROOT": str(workdir / "media"),
             "ROUTE_CACHE_SECONDS": "0",  # each test's entities are seen at once
