@@ -113,3 +113,12 @@ def test_the_action_is_offered_on_the_image_model_list(admin_client: Client, sta
 
     assert '<option value="test_connection">Test connection</option>' in page
     assert ImageModel.objects.count() == 1
+
+
+def test_the_built_in_local_provider_needs_no_call(admin_client: Client, standin: StandIn) -> None:
+    ImageModel.objects.create(id="img-local", name="Local", provider="local", edition={"enabled": True})
+
+    row = rows(run_action(admin_client, ["img-local"]))["img-local"]
+
+    assert row.startswith("true") and "built into the gateway" in row and "nothing" in row
+    assert standin.received == []
