@@ -233,3 +233,4 @@ def test_a_wrong_password_is_refused_and_the_right_one_logs_in(page: Page, opera
     log_in(page, operator)
 
     expect(page.locator("#gateway-tools")).to_contain_text("Playground")
+    shoot(page, "admin-index")
