@@ -1,10 +1,10 @@
 """The admin playground: an operator runs one edit or generation on a route through the same
-service as the API (same checks, retries, fallback, breaker and usage record) and gets back what
+service as the API (same checks, retries, fallback, breaker and ledger) and gets back what
 the page shows: the inputs and the results as images, who served, how long it took, the raw answer.
 
-The playground speaks for the operator, not for a client: no API key is checked or charged, so a
-key's rate limits and budgets do not apply. A disabled route, or a route without the plugin, is
-refused as clients would be, with the message saying why.
+Each run is a ledger row of channel "playground". The playground speaks for the operator, not for
+a client: no API key is checked or charged, so a key's rate limits and budgets do not apply. A
+disabled route, or a route without the plugin, is refused as clients would be, saying why.
 """
 
 from __future__ import annotations
@@ -22,19 +22,17 @@ from django.core.files.uploadedfile import UploadedFile
 from PIL import Image, UnidentifiedImageError
 
 from edits_api import services, wire
+from edits_api.accounting import ledger
 from edits_api.errors import GatewayError
-from edits_api.models import UsageRecord
-from edits_api.resilience import Outcome
+from edits_api.observability import current_request_id
 from edits_api.routing import RouteInfo
 from edits_api.uploads import too_large
-from edits_api.usage import usage_save
 from entities.catalog import Operation
 from entities.models import DEFAULT_MAX_SIZE_UPLOAD, Route, RouteRef
 
 logger = logging.getLogger(__name__)
 
-# Usage rows of playground runs carry this in place of an API key id: no client key was used.
-PLAYGROUND_KEY_ID = "(playground)"
+CHANNEL = "playground"  # the ledger's channel of these runs (the API's is "api")
 THUMBNAIL_SIDE = 384  # uploads are shown downscaled, so the page stays light whatever was sent
 B64_KEPT = 48  # characters of each base64 image the raw JSON keeps; the images are shown anyway
 _IMAGE_MAGIC = (
@@ -76,6 +74,7 @@ class Picture:
 class PlaygroundRun:
     status: int
     latency_ms: int
+    request_id: str  # the ledger row's
     originals: list[Picture]
     results: list[Picture]
     raw_json: str  # the answer as a client gets it, base64 images shortened
@@ -92,29 +91,34 @@ class PlaygroundRun:
 
 
 def playground_run(*, run: PlaygroundInput, public_base: str, user: str) -> PlaygroundRun:
-    """Serves the request as the route would and records it; a GatewayError becomes the run's error."""
-    started = time.monotonic()
-    outcome = Outcome()
+    """Serves the request as the route would, in a ledger row of the playground's channel; a
+    GatewayError becomes the run's error."""
     use_case = services.image_edit if run.operation is Operation.EDIT else services.image_generate
+    request_id = current_request_id()  # the admin request's: its log lines and its ledger row agree
     try:
-        route = route_info(run.route_id, run.operation)
-        served = use_case(
-            route=route,
-            request=_images_request(run, route),
-            public_base=public_base,
-            started=started,
-            outcome=outcome,
-        )
-        status, body = 200, served.body
+        with ledger.recording(
+            request_id=request_id, channel=CHANNEL, endpoint=run.operation.endpoint, route_id=run.route_id
+        ) as draft:
+            draft.request_bytes = sum(upload.size or 0 for upload in (*run.images, run.mask) if upload is not None)
+            route = route_info(run.route_id, run.operation)
+            served = use_case(
+                route=route,
+                request=_images_request(run, route),
+                public_base=public_base,
+                started=draft.started,
+                draft=draft,
+            )
+            status, body = 200, served.body
     except GatewayError as error:
         status, body = error.status, error.body()
-    latency_ms = int((time.monotonic() - started) * 1000)
-    _record(run, status, body, outcome, latency_ms)
+    outcome = draft.outcome
+    latency_ms = int((time.monotonic() - draft.started) * 1000)
     logger.info("playground %s on route %s by %s: %d in %d ms", run.operation.endpoint, run.route_id, user,
                 status, latency_ms)  # fmt: skip
     return PlaygroundRun(
         status=status,
         latency_ms=latency_ms,
+        request_id=request_id,
         originals=_originals(run) if run.operation is Operation.EDIT else [],
         results=[_result_picture(item, index) for index, item in enumerate(body.get("data") or [], 1)],
         raw_json=json.dumps(_shortened(body), indent=2, ensure_ascii=False),
@@ -172,29 +176,6 @@ def _images_request(run: PlaygroundInput, route: RouteInfo) -> wire.ImagesReques
     if run.mask is not None:
         files["mask"] = [run.mask]
     return wire.edit_request({k: [v] for k, v in values.items() if v or k == "prompt"}, files)
-
-
-def _record(run: PlaygroundInput, status: int, body: dict[str, Any], outcome: Outcome, latency_ms: int) -> None:
-    """The usage row an API request would leave, with the playground in place of a key."""
-    error = body.get("error")
-    image_model = outcome.image_model
-    usage_save(
-        UsageRecord(
-            endpoint=run.operation.endpoint,
-            route_id=run.route_id[:200],
-            image_model_id=image_model.id if image_model else "",
-            api_key_id=PLAYGROUND_KEY_ID,
-            provider=image_model.provider if image_model else "",
-            model=outcome.model[:200],
-            status=status,
-            error_code=(error.get("code") or "")[:64] if isinstance(error, dict) else "",
-            images=outcome.images,
-            request_bytes=sum(upload.size or 0 for upload in (*run.images, run.mask) if upload is not None),
-            latency_ms=latency_ms,
-            attempts=outcome.attempts,
-            usage=outcome.usage,
-        )
-    )
 
 
 def _originals(run: PlaygroundInput) -> list[Picture]:

@@ -159,7 +159,7 @@ def test_a_playground_edit_shows_the_result_image(page: Page, operator: tuple[st
     page.click("#playground-raw summary")
     expect(page.locator("#playground-raw pre")).to_contain_text('"b64_json"')
     record = UsageRecord.objects.get(route_id="demo-route")
-    assert (record.image_model_id, record.status, record.images) == ("demo-local", 200, 1)
+    assert (record.channel, record.image_model_id, record.status, record.images) == ("playground", "demo-local", 200, 1)
     shoot(page, "playground", docs="playground.png")
 
 

@@ -15,7 +15,6 @@ from django.test import Client
 from PIL import Image
 
 from edits_api.models import UsageRecord
-from edits_api.playground import PLAYGROUND_KEY_ID
 from entities.models import Route
 from tests.gateway import PROVIDER_TOKEN, make_image_model, make_route
 from tests.standin import StandIn, image_bytes, mask_bytes
@@ -85,15 +84,16 @@ def test_an_edit_runs_through_the_service_and_shows_the_original_beside_the_resu
     assert PROVIDER_TOKEN not in page
 
 
-def test_a_run_is_recorded_as_the_playground_in_the_usage_records(admin_client: Client, route: Route) -> None:
-    run(admin_client, images=[upload("photo.png", image_bytes())])
+def test_a_run_is_a_ledger_row_in_the_playground_channel(admin_client: Client, route: Route) -> None:
+    page = run(admin_client, images=[upload("photo.png", image_bytes())])
 
     record = UsageRecord.objects.get()
-    assert (record.endpoint, record.route_id, record.image_model_id, record.status) == (
-        "edits", "images", "img-openai", 200,
+    assert (record.channel, record.endpoint, record.route_id, record.image_model_id, record.status) == (
+        "playground", "edits", "images", "img-openai", 200,
     )  # fmt: skip
-    assert record.api_key_id == PLAYGROUND_KEY_ID
-    assert record.images == 1 and record.attempts == 1
+    assert record.api_key_id == ""
+    assert record.images == 1 and record.attempts == 1 and record.request_bytes > 0
+    assert f'id="playground-request-id">{record.request_id}<' in page
 
 
 def test_a_generation_uses_the_generation_refs(admin_client: Client, route: Route, standin: StandIn) -> None:
