@@ -7,11 +7,8 @@ a flushed database (transactional_db), and logs in through the real login form.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import io
 import os
-import secrets
 import subprocess
 import sys
 import time
@@ -21,12 +18,11 @@ from typing import Any
 
 import pytest
 import requests
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.gunicorn import database_url, free_port
+from tests.gunicorn import free_port, server_environment
 from tests.standin import StandIn
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,14 +41,6 @@ OPERATOR = ("operator", "operator-password-9f3k2")
 VIEWPORT = {"width": 1280, "height": 860}
 
 
-def encryption_keys() -> list[str]:
-    """The Fernet keys this process encrypts with: ENCRYPTION_KEYS, else the one derived from SECRET_KEY."""
-    if settings.ENCRYPTION_KEYS:
-        return list(settings.ENCRYPTION_KEYS)
-    digest = hashlib.sha256(("gateway-token-key:" + settings.SECRET_KEY).encode()).digest()
-    return [base64.urlsafe_b64encode(digest).decode()]
-
-
 class Server:
     """`gunicorn -c gunicorn.conf.py` on 127.0.0.1 with DEBUG off; `restart` keeps port and database."""
 
@@ -60,24 +48,14 @@ class Server:
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": database_url(),
-            "SECRET_KEY": secrets.token_urlsafe(50),  # strong enough for DEBUG off
-            # This process's keys, so that the tokens it stored decrypt in the server.
-            "ENCRYPTION_KEYS": ",".join(encryption_keys()),
-            "DEBUG": "false",
-            "PORT": str(self.port),
-            "GUNICORN_WORKERS": "1",
-            "GUNICORN_THREADS": "8",
-            "GUNICORN_GRACEFUL_TIMEOUT": "1",  # kept-alive browser connections must not hold a restart
-            "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
-            "MEDIA_ROOT": str(workdir / "media"),
-            "ROUTE_CACHE_SECONDS": "0",  # each test's entities are seen at once
-            "LEDGER_FLUSH_SECONDS": "0",  # a ledger row is in the database when its answer arrives
-            "LEDGER_JOURNAL_DIR": str(workdir / "journal"),
-            TOKEN_VARIABLE: PROVIDER_TOKEN,
-        }
+        self.env = server_environment(
+            workdir,
+            PORT=str(self.port),
+            GUNICORN_THREADS="8",
+            GUNICORN_GRACEFUL_TIMEOUT="1",  # kept-alive browser connections must not hold a restart
+            ROUTE_CACHE_SECONDS="0",  # each test's entities are seen at once
+            **{TOKEN_VARIABLE: PROVIDER_TOKEN},
+        )
         (workdir / "metrics").mkdir(exist_ok=True)  # manage.py commands count into it too
         self.process: subprocess.Popen[bytes] | None = None
         self.log = workdir / "gunicorn.log"
