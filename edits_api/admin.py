@@ -1,13 +1,43 @@
-"""The ledger, the price table and provider health in the admin."""
+"""The ledger, the price table and provider health in the admin, and "Test connection" on image
+models and provider health."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 
-from edits_api import resilience
+from edits_api import diagnostics, resilience
 from edits_api.models import Price, ProviderHealth, UsageRecord
+from entities.admin import ImageModelAdmin as EntitiesImageModelAdmin
+from entities.models import ImageModel
+
+
+@admin.action(description="Test connection", permissions=["view"])
+def test_connection(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Any]) -> TemplateResponse:
+    """Probes each selected image model (diagnostics.py) and shows OK or the provider's error."""
+    tests = diagnostics.image_models_test_connection(image_models=queryset.order_by("id"))
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": "Test connection",
+        "opts": modeladmin.model._meta,
+        "tests": tests,
+        "timeout": f"{diagnostics.PROBE_TIMEOUT_S:.0f}",
+        "back": request.get_full_path(),
+    }
+    return TemplateResponse(request, "admin/edits_api/test_connection.html", context)
+
+
+# entities must not import edits_api, so the action joins the image-model admin from here.
+admin.site.unregister(ImageModel)
+
+
+@admin.register(ImageModel)
+class ImageModelAdmin(EntitiesImageModelAdmin):
+    actions = (*EntitiesImageModelAdmin.actions, test_connection)  # type: ignore[assignment]  # base's is inferred
 
 
 @admin.register(UsageRecord)
@@ -83,7 +113,7 @@ class ProviderHealthAdmin(admin.ModelAdmin):
     readonly_fields = fields
     list_filter = ("provider",)
     search_fields = ("id", "name")
-    actions = ("close_circuit",)
+    actions = ("close_circuit", test_connection)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
