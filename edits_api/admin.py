@@ -11,9 +11,11 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
 from edits_api import diagnostics, resilience
+from edits_api.dashboard import StatusClassFilter, UsageAdminPages, spend_summary
 from edits_api.models import Price, ProviderHealth, UsageRecord
+from entities.admin import ApiKeyAdmin
 from entities.admin import ImageModelAdmin as EntitiesImageModelAdmin
-from entities.models import ImageModel
+from entities.models import ApiKey, ImageModel
 
 
 @admin.action(description="Test connection", permissions=["view"])
@@ -41,14 +43,17 @@ class ImageModelAdmin(EntitiesImageModelAdmin):
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(admin.ModelAdmin):
-    """The ledger: read-only; filter by route, key, provider, status, channel and day."""
+class UsageRecordAdmin(UsageAdminPages, admin.ModelAdmin):
+    """The ledger: read-only; filter by route, key, provider, status, channel and day; totals above
+    the list, a CSV export of what is filtered and a dashboard (edits_api/dashboard.py)."""
 
     list_display = (
         "created_at", "endpoint", "route_id", "api_key_id", "image_model_id", "model", "status",
         "error_code", "images", "cost", "attempts", "latency_ms",
     )  # fmt: skip
-    list_filter = ("endpoint", "channel", "status", "provider", "error_code", "route_id", "api_key_id")
+    list_filter = (
+        StatusClassFilter, "endpoint", "channel", "status", "provider", "error_code", "route_id", "api_key_id",
+    )  # fmt: skip
     search_fields = ("request_id", "route_id", "image_model_id", "api_key_id", "model")
     date_hierarchy = "created_at"
     readonly_fields = [field.name for field in UsageRecord._meta.fields]
@@ -143,3 +148,27 @@ class ProviderHealthAdmin(admin.ModelAdmin):
         for image_model in queryset:
             resilience.breaker_close(image_model.id)
         messages.success(request, f"Closed the circuit of {queryset.count()} image model(s).")
+
+
+class ApiKeyWithSpendAdmin(ApiKeyAdmin):
+    """The key's page with its spend today and this month against its budget. Registered from here
+    because the spend lives in edits_api, which entities must not import."""
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+        return [*super().get_readonly_fields(request, obj), *(["spend"] if obj else [])]
+
+    def get_fieldsets(self, request: HttpRequest, obj: ApiKey | None = None) -> Any:
+        fieldsets = list(super().get_fieldsets(request, obj))
+        if obj is None:
+            return fieldsets
+        return [*fieldsets[:1], ("Spend against budget", {"fields": ["spend"]}), *fieldsets[1:]]
+
+    @admin.display(description="spend")
+    def spend(self, obj: ApiKey) -> str:
+        return spend_summary(
+            key_id=obj.pk, budget_per_day=obj.budget_usd_per_day, budget_per_month=obj.budget_usd_per_month
+        )
+
+
+admin.site.unregister(ApiKey)
+admin.site.register(ApiKey, ApiKeyWithSpendAdmin)
