@@ -65,7 +65,12 @@ def usage_totals(queryset: QuerySet[UsageRecord]) -> Totals:
         cost=Sum("cost_usd"),
         unknown=Count("id", filter=Q(cost_usd__isnull=True)),
     )
-    return Totals(row["requests"], row["errors"], row["images"] or 0, row["cost"] or ZERO, row["unknown"])
+    return Totals(row["requests"], row["errors"], row["images"] or 0, usd(row["cost"]), row["unknown"])
+
+
+def usd(value: object) -> Decimal:
+    """A sum of costs as the ledger stores them (6 places): SQLite sums decimals as floats."""
+    return ZERO if value is None else Decimal(str(value)).quantize(Decimal("0.000001"))
 
 
 # The export: ids, figures and codes only. No secrets are stored in the ledger, and the provider's raw
@@ -181,7 +186,7 @@ def dashboard_series(query: DashboardQuery, now: datetime.datetime | None = None
         series["errors"].append(row.get("errors", 0))
         series["p95_latency_ms"].append(percentile(latencies.get(bucket, []), 0.95))
         series["images"].append(row.get("images") or 0)
-        series["cost_usd"].append(float(row.get("cost") or 0))
+        series["cost_usd"].append(float(usd(row.get("cost"))))
         series["cost_unknown"].append(row.get("unknown", 0))
     return {"labels": labels, **series}
 
@@ -189,7 +194,7 @@ def dashboard_series(query: DashboardQuery, now: datetime.datetime | None = None
 def breakdown(query: DashboardQuery, field: str, now: datetime.datetime | None = None) -> list[dict[str, Any]]:
     """Totals of the window per route or per key, busiest first."""
     rows = query.rows(now or timezone.now())
-    return list(
+    found = list(
         rows.values(field)
         .annotate(
             requests=Count("id"),
@@ -200,6 +205,7 @@ def breakdown(query: DashboardQuery, field: str, now: datetime.datetime | None =
         )
         .order_by("-requests")[:20]
     )
+    return [{**row, "cost": usd(row["cost"])} for row in found]
 
 
 def choices(field: str) -> Iterable[str]:
@@ -260,7 +266,7 @@ class UsageAdminPages:
             "by_key": breakdown(query, "api_key_id", now),
             "routes": choices("route_id"),
             "keys": choices("api_key_id"),
-            "day_choices": [1, 2, 7, 30, 92],
+            "day_choices": sorted({1, 2, 7, 14, 30, MAX_DAYS, query.days}),
         }
         return TemplateResponse(request, "admin/edits_api/dashboard.html", context)
 

@@ -199,3 +199,13 @@ def test_a_key_without_budget_shows_its_spend_and_no_budget(admin_client: Client
     body = admin_client.get(reverse("admin:entities_apikey_change", args=["free"])).content.decode()
 
     assert "no budget" in body and "0 USD" in body
+
+
+def test_totals_are_exact_to_the_ledger_precision(admin_client: Client) -> None:
+    for index in range(3):
+        _row(f"tenth{index}", cost_usd=Decimal("0.1"))
+
+    response = admin_client.get(reverse(CHANGELIST))
+
+    assert response.context["usage_totals"].cost_known_usd == Decimal("0.3")
+    assert '<td class="t-cost">0.300000</td>' in response.content.decode()
