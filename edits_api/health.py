@@ -16,6 +16,7 @@ from django.core.cache import cache
 from django.db import DatabaseError, connection, transaction
 from django.http import HttpRequest, JsonResponse
 
+from edits_api.accounting import limits
 from edits_api.errors import GatewayError
 from entities.models import ImageModel
 
@@ -29,7 +30,8 @@ def readyz(request: HttpRequest) -> JsonResponse:
     failed = []
     if not database_reads():
         failed.append("database")
-    if settings.REDIS_URL and not _redis_answers():
+    # The cache and the rate limits each hold their own Redis client: either failing is Redis failing.
+    if settings.REDIS_URL and (not _redis_answers() or limits.store_health() is not None):
         failed.append("redis")
     if not failed:
         return JsonResponse({"status": "ready"})
@@ -40,8 +42,12 @@ def readyz(request: HttpRequest) -> JsonResponse:
         code="not_ready",
         headers={"Retry-After": "5"},
     )
-    # The envelope, plus the list probes and scripts already read.
-    return JsonResponse({**error.body(), "status": "unavailable", "failed": failed}, status=503, headers=error.headers)
+    # The envelope, plus the list probes and scripts already read, and what keyed requests with rate
+    # limits meet meanwhile: their store is Redis, or the database without it (RATE_LIMIT_FAIL_OPEN).
+    body = {**error.body(), "status": "unavailable", "failed": failed}
+    if "redis" in failed or (not settings.REDIS_URL and "database" in failed):
+        body["rate_limits"] = "not enforced" if settings.RATE_LIMIT_FAIL_OPEN else "refusing"
+    return JsonResponse(body, status=503, headers=error.headers)
 
 
 def database_reads() -> bool:

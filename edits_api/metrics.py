@@ -32,6 +32,11 @@ from prometheus_client.metrics import MetricWrapperBase
 if TYPE_CHECKING:
     from edits_api.accounting.ledger import LedgerEntry
 
+# Metrics without labels write their sample file at import: in any process (gunicorn's master, a
+# management command) whose environment names a folder that is not there yet.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
 from edits_api.errors import GatewayError
 
 REQUESTS = Counter(
