@@ -18,14 +18,15 @@ from pathlib import Path
 import pytest
 import redis
 import requests
-from django.conf import settings
 from django.db import connection
 from django.test import override_settings
 
 from edits_api import resilience
 from edits_api.errors import GatewayError
 from edits_api.models import CircuitBreaker
+from entities import crypto
 from tests.gateway import Gateway, make_image_model, make_route
+from tests.gunicorn import SERVER_SECRET_KEY
 from tests.standin import StandIn, image_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,8 +62,8 @@ def two_workers(transactional_db: None, standin: StandIn, tmp_path: Path) -> Ite
     env = {
         **os.environ,
         "DATABASE_URL": _database_url(),
-        "SECRET_KEY": settings.SECRET_KEY,
-        "ENCRYPTION_KEYS": ",".join(settings.ENCRYPTION_KEYS),
+        "SECRET_KEY": SERVER_SECRET_KEY,  # DEBUG off refuses a weak key
+        "ENCRYPTION_KEYS": ",".join(crypto.keys_in_use()),  # the test process's, so tokens decrypt
         "DEBUG": "false",
         "REDIS_URL": "",
         "PORT": str(port),
@@ -97,12 +98,20 @@ def two_workers(transactional_db: None, standin: StandIn, tmp_path: Path) -> Ite
 
 
 def test_provider_health_is_the_same_on_every_reload_under_two_workers(
-    two_workers: str, standin: StandIn, admin_user, client
+    two_workers: str, standin: StandIn, admin_user
 ) -> None:
     open_circuit("img-openai")
-    client.force_login(admin_user)  # the session lives in the database the workers share
+    # Logged in through the served admin: its SECRET_KEY is its own, so a session made here would not do.
     browser = requests.Session()
-    browser.cookies.set("sessionid", client.cookies["sessionid"].value)
+    login = browser.get(two_workers + "/admin/login/", timeout=10)
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login.text)
+    assert csrf is not None
+    browser.post(
+        two_workers + "/admin/login/?next=/admin/",
+        data={"csrfmiddlewaretoken": csrf.group(1), "username": "admin", "password": "password"},
+        headers={"Referer": two_workers + "/admin/login/"},
+        timeout=10,
+    )
 
     pages = [browser.get(two_workers + "/admin/edits_api/providerhealth/", timeout=10) for _ in range(8)]
     edits = [
