@@ -70,8 +70,8 @@ def test_two_workers_without_redis_share_one_rate_limit_through_the_database(
     keyed_route: None, tmp_path: Path, standin: StandIn
 ) -> None:
     standin.fail_always("slow", seconds=0.3)  # requests overlap, so both workers take some
-    # One connection at a time per worker: concurrent requests must spread over both.
-    env = {"REDIS_URL": "", "GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "1", "GUNICORN_WORKER_CONNECTIONS": "1"}
+    # One thread per worker, so the overlapping requests spread over both workers.
+    env = {"REDIS_URL": "", "GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "1", "GUNICORN_WORKER_CONNECTIONS": "8"}
     access = access_log_with_pids(tmp_path / "pair-access.log")
     with gunicorn(tmp_path / "pair", arguments=access, **env) as url, ThreadPoolExecutor(8) as pool:
         statuses = [a.status_code for a in pool.map(lambda _: post_edit(url), range(8))]
