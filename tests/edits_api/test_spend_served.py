@@ -69,20 +69,21 @@ def test_two_gunicorn_instances_share_one_rate_limit_through_redis(
 
 
 @pytest.mark.slow
-def test_two_workers_without_redis_share_one_rate_limit_through_the_database(
+def test_racing_requests_on_a_two_worker_server_without_redis_admit_exactly_the_limit(
     keyed_route: None, tmp_path: Path, standin: StandIn
 ) -> None:
-    standin.fail_always("slow", seconds=0.3)  # requests overlap, so both workers take some
-    # One thread per worker, so the overlapping requests spread over both workers.
+    """Eight overlapping requests on `make run`'s shape (two workers, no Redis) admit exactly three.
+
+    Which worker accepts each connection is the kernel's choice (the hardened worker may take all
+    eight), so that the count is shared across processes is proven by the two-process test below.
+    """
+    standin.fail_always("slow", seconds=0.3)  # the requests overlap
     env = {"REDIS_URL": "", "GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "1", "GUNICORN_WORKER_CONNECTIONS": "8"}
-    access = access_log_with_pids(tmp_path / "pair-access.log")
-    with gunicorn(tmp_path / "pair", arguments=access, **env) as url, ThreadPoolExecutor(8) as pool:
+    with gunicorn(tmp_path / "pair", **env) as url, ThreadPoolExecutor(8) as pool:
         statuses = [a.status_code for a in pool.map(lambda _: post_edit(url), range(8))]
 
     assert sorted(statuses) == [200] * 3 + [429] * 5
     assert len(standin.received) == 3
-    pids = {line.split()[0] for line in (tmp_path / "pair-access.log").read_text().splitlines()}
-    assert len(pids) == 2  # both workers answered, and together they admitted exactly three
 
 
 @pytest.mark.slow
