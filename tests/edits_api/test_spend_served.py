@@ -41,11 +41,6 @@ def post_edit(url: str, *, secret: str | None = SECRET, request_id: str | None =
     )
 
 
-def access_log_with_pids(path: Path) -> tuple[str, ...]:
-    """gunicorn arguments for an access log of "<worker pid> <status>" lines at `path`."""
-    return ("--access-logfile", str(path), "--access-logformat", "%(p)s %(s)s")
-
-
 @pytest.fixture
 def keyed_route(transactional_db: None, standin: StandIn) -> None:
     openai = make_image_model("img-openai", "openai", standin, edition={"enabled": True, "model": "gpt-image-1"})
