@@ -32,7 +32,9 @@ def ensure_installed() -> Path:
     if executable.exists():
         return executable
     log(f"installing litellm[proxy]=={VERSION} into {VENV} (once; a few minutes)")
-    subprocess.run([sys.executable.replace(str(ROOT / ".venv"), "") or "python3", "-m", "venv", str(VENV)], check=True)
+    # The interpreter the project's venv was made from, not the venv's own (its packages stay out).
+    base_python = Path(sys.base_prefix) / "bin" / "python3"
+    subprocess.run([str(base_python), "-m", "venv", str(VENV)], check=True)
     subprocess.run([str(VENV / "bin" / "pip"), "install", "--quiet", f"litellm[proxy]=={VERSION}"], check=True)
     return executable
 
