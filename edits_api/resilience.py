@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import redis
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
+from django.db import connection as db
 from django.db.models import F
 
 from edits_api.errors import GatewayError
@@ -113,15 +114,23 @@ class _Store(Protocol):
     def close(self, key: str) -> None: ...
 
 
+_READ_BREAKER_SQL = (
+    "SELECT open_until, trial_until, window_start, requests, failures, last_error"
+    f" FROM {CircuitBreaker._meta.db_table} WHERE image_model_id = %s"
+)
+
+
 class _DatabaseStore:
     """Every operation is one conditional statement (or a unique insert), so concurrent workers
     never lose an update, on SQLite and PostgreSQL alike."""
 
     def read(self, key: str) -> _Stored:
-        row = CircuitBreaker.objects.filter(pk=key).first()
-        if row is None:
-            return _Stored()
-        return _Stored(row.open_until, row.trial_until, row.window_start, row.requests, row.failures, row.last_error)
+        # Every request reads its breaker: one plain statement, not the ORM's query building,
+        # which cost a fifth of an edit's CPU.
+        with db.cursor() as cursor:
+            cursor.execute(_READ_BREAKER_SQL, [key])
+            row = cursor.fetchone()
+        return _Stored() if row is None else _Stored(*row)
 
     def count_success(self, key: str, *, since: float) -> None:
         CircuitBreaker.objects.filter(pk=key, window_start__gt=since).update(requests=F("requests") + 1)

@@ -51,6 +51,7 @@ MAX_RETRY_AFTER_S = 60
 # How much of a provider's error message an error keeps.
 MAX_MESSAGE_CHARS = 1000
 _READ_CHUNK = 256 * 1024
+_SEND_BLOCK = 1024 * 1024
 REDACTED = "[redacted]"
 
 # Error codes a provider may answer that reach the client verbatim (matched lower-cased, after the
@@ -222,8 +223,16 @@ class _PublicOnlyAdapter(HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = {"http": _PublicHTTPPool, "https": _PublicHTTPSPool}
 
 
+class _ProviderAdapter(HTTPAdapter):
+    """Request bodies go out 1 MiB at a time: urllib3's 16 KiB blocks made a 50 MB edit spend 1.1 s
+    in the provider call instead of 0.35 s."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, blocksize=_SEND_BLOCK, **kwargs)
+
+
 # One kept-alive connection per thread that may be calling the same provider at once.
-_session = _new_session(HTTPAdapter(pool_connections=16, pool_maxsize=settings.PROVIDER_POOL_SIZE, max_retries=0))
+_session = _new_session(_ProviderAdapter(pool_connections=16, pool_maxsize=settings.PROVIDER_POOL_SIZE, max_retries=0))
 # Image URLs: public addresses only, or any address for entities that opt in.
 _fetch_public = _new_session(
     _PublicOnlyAdapter(pool_connections=16, pool_maxsize=settings.PROVIDER_POOL_SIZE, max_retries=0)
