@@ -9,6 +9,8 @@ next ref, a circuit breaker per image model, and what the answer tells the clien
   answered and enough of them failed. Only the provider's own failures count (5xx, 429, timeouts,
   unusable answers), never a 4xx that the client's input caused. State lives in Redis when
   REDIS_URL is set, else in the database, so every worker and instance sees the same breaker.
+  A healthy breaker (closed, no failure in its window) is re-read at most once a second per
+  process: another instance's failures and openings are seen within that second.
 - Every error from here carries `x-should-retry`: false once the gateway retried or fell back, or
   when a retry could bill twice; true (with Retry-After) when a client's retry can help.
 """
@@ -308,13 +310,28 @@ def breaker_state(image_model_id: str) -> BreakerState:
     return BreakerState("half-open", failures, requests, error, 0.0)
 
 
+# Image model id -> time.monotonic() until which its breaker is taken as healthy without a read:
+# reading the store was a sizeable part of every edit's CPU while nearly always saying "closed".
+_HEALTHY_FOR_S = 1.0
+_healthy_until: dict[str, float] = {}
+
+
+def forget_healthy_breakers() -> None:
+    """Every breaker is read from the store again (tests: no state carried from one to the next)."""
+    _healthy_until.clear()
+
+
 def breaker_admit(image_model_id: str) -> Admission | None:
     """Closed: yes. Open: no. Cooled down: yes for exactly one caller (the trial), no for the rest."""
+    if _healthy_until.get(image_model_id, 0.0) > time.monotonic():
+        return Admission(image_model_id, trial=False, window_running=False)
     now = time.time()
     try:
         stored = _store().read(image_model_id)
         if not stored.open_until:
             window_running = stored.window_start > now - settings.BREAKER_WINDOW_SECONDS
+            if not window_running:
+                _healthy_until[image_model_id] = time.monotonic() + _HEALTHY_FOR_S
             return Admission(image_model_id, trial=False, window_running=window_running)
         if now < stored.open_until:
             return None
@@ -339,6 +356,7 @@ def breaker_record(admission: Admission, *, fingerprint: str, error: GatewayErro
             elif admission.window_running and error is None:
                 store.count_success(image_model_id, since=now - settings.BREAKER_WINDOW_SECONDS)
             return
+        _healthy_until.pop(image_model_id, None)  # this process's next request reads the store
         text = f"{error.status} {error.code}: {error.message}"[:500]
         if admission.trial:
             store.open(image_model_id, until=now + settings.BREAKER_COOLDOWN_SECONDS, error=text)
@@ -364,6 +382,7 @@ def breaker_record(admission: Admission, *, fingerprint: str, error: GatewayErro
 
 def breaker_close(image_model_id: str) -> None:
     """Forget the failures and close the circuit (the admin's action)."""
+    _healthy_until.pop(image_model_id, None)
     _store().close(image_model_id)
 
 

@@ -7,6 +7,7 @@ import pytest
 from django.apps import apps
 from django.core.cache import cache
 
+from edits_api import resilience
 from edits_api.accounting import costs
 
 pytest_plugins = ["tests.standin", "tests.gateway", "tests.hostile"]
@@ -22,6 +23,7 @@ def _fresh_cache(settings, tmp_path) -> None:
     settings.LEDGER_JOURNAL_DIR = tmp_path / "journal"
     settings.RATE_LIMIT_PREFIX = f"test-accounting:{uuid.uuid4().hex}:"
     costs.forget_prices()
+    resilience.forget_healthy_breakers()
 
 
 @pytest.fixture
