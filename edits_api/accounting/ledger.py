@@ -29,7 +29,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, close_old_connections, connections, transaction
+from django.db import DatabaseError, IntegrityError, close_old_connections, connections, router, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -239,37 +239,31 @@ def _journal_or_log(rows: list[dict[str, Any]]) -> None:
 # -- storing rows ----------------------------------------------------------------------------------
 
 
-def _record(row: dict[str, Any]) -> UsageRecord:
-    cost = row["cost_usd"]
-    return UsageRecord(
-        created_at=parse_datetime(row["created_at"]) or timezone.now(),
-        request_id=row["request_id"],
-        channel=row["channel"],
-        endpoint=row["endpoint"],
-        route_id=row["route_id"],
-        api_key_id=row["api_key_id"],
-        image_model_id=row["image_model_id"],
-        provider=row["provider"],
-        model=row["model"],
-        status=row["status"],
-        error_code=row["error_code"],
-        attempts=row["attempts"],
-        latency_ms=row["latency_ms"],
-        upstream_latency_ms=row["upstream_latency_ms"],
-        request_bytes=row["request_bytes"],
-        response_bytes=row["response_bytes"],
-        images_in=row["images_in"],
-        images=row["images"],
-        input_text_tokens=row["input_text_tokens"],
-        input_image_tokens=row["input_image_tokens"],
-        output_image_tokens=row["output_image_tokens"],
-        output_text_tokens=row["output_text_tokens"],
-        usage=row["usage"],
-        cost_usd=None if cost is None else Decimal(cost),
-        reserved_usd=Decimal(row["reserved_usd"]),
-        price_id=row["price_id"],
-        price_label=row["price_label"],
+# Every column but the id, in the model's order; a ledger row has a value for each (by attname).
+_COLUMNS = [f for f in UsageRecord._meta.concrete_fields if not f.primary_key]
+
+
+def _column_values(row: dict[str, Any], db: Any) -> list[Any]:
+    values = {
+        **row,
+        "created_at": parse_datetime(row["created_at"]) or timezone.now(),
+        "cost_usd": None if row["cost_usd"] is None else Decimal(row["cost_usd"]),
+        "reserved_usd": Decimal(row["reserved_usd"]),
+    }
+    return [field.get_db_prep_save(values[field.attname], db) for field in _COLUMNS]
+
+
+def _insert_rows(rows: list[dict[str, Any]]) -> None:
+    """One prepared INSERT run for every row: the ORM's bulk_create (a model instance per row, the
+    statement rebuilt per batch) cost the writer thread about a tenth of an edit's CPU."""
+    db = connections[router.db_for_write(UsageRecord)]
+    quote = db.ops.quote_name
+    sql = (
+        f"INSERT INTO {quote(UsageRecord._meta.db_table)} ({', '.join(quote(f.column) for f in _COLUMNS)}) "
+        f"VALUES ({', '.join(['%s'] * len(_COLUMNS))})"
     )
+    with db.cursor() as cursor:
+        cursor.executemany(sql, [_column_values(row, db) for row in rows])
 
 
 def store_rows(rows: list[dict[str, Any]]) -> int:
@@ -298,7 +292,7 @@ def _insert(rows: list[dict[str, Any]]) -> int:
     new = [row for row in rows if row["request_id"] not in stored]
     if not new:
         return 0
-    UsageRecord.objects.bulk_create([_record(row) for row in new])
+    _insert_rows(new)
     settlements: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}
     for row in new:
         if not row["api_key_id"]:
