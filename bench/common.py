@@ -296,7 +296,23 @@ class Gateway:
 # How each serving stack starts the same Django project (`server` of `gateway()`, `--server` of
 # bench.all). PORT, HOST and the GUNICORN_*/GRANIAN_* variables of the environment apply.
 # gunicorn-gthread is gunicorn with its stock threaded worker, as served before gateway_project/gworker.py.
-SERVERS = ("gunicorn", "gunicorn-gthread", "granian-wsgi", "uvicorn-asgi")
+# The *-async-floor servers do not serve the project: they serve bench/async_floor.py, the least an
+# async Django edit path must do (no database, no auth, no validation), to bound such a path from below.
+FLOOR_SERVERS = ("uvicorn-async-floor", "granian-async-floor")
+SERVERS = ("gunicorn", "gunicorn-gthread", "granian-wsgi", "uvicorn-asgi", *FLOOR_SERVERS)
+
+
+def floor_env(seed: dict[str, Any]) -> dict[str, str]:
+    """bench/async_floor.py's settings: each route's path prefix mapped to its first image model's
+    base URL (the lookup the real gateway does per request, done once here), and the token."""
+    base_urls = {m["id"]: m["config"]["connection"]["base_url"] for m in seed["image_models"]}
+    providers = {}
+    for route in seed["routes"]:
+        ref = route["plugins"][0]["config"]["refs"][0]
+        for domain in route["frontend"]["domains"]:
+            _, _, prefix = domain.partition("/")
+            providers["/" + prefix if prefix else ""] = base_urls[ref]
+    return {"FLOOR_PROVIDERS": json.dumps(providers), "FLOOR_PROVIDER_TOKEN": PROVIDER_TOKEN}
 
 
 def server_command(server: str, env: dict[str, str]) -> list[str]:
@@ -310,9 +326,16 @@ def server_command(server: str, env: dict[str, str]) -> list[str]:
                 "--workers", workers, "--blocking-threads", threads, "--backlog", "4096",
                 "--backpressure", env.get("GRANIAN_BACKPRESSURE") or "8192",
                 "--no-ws", "gateway_project.wsgi:application"]  # fmt: skip
-    if server == "uvicorn-asgi":
+    if server in ("uvicorn-asgi", "uvicorn-async-floor"):
+        # --loop and --http stay "auto": uvloop and httptools when installed, as for every uvicorn here.
+        app = "gateway_project.asgi:application" if server == "uvicorn-asgi" else "bench.async_floor:application"
         return [str(BIN / "uvicorn"), "--host", "127.0.0.1", "--port", port, "--workers", workers,
-                "--backlog", "4096", "--no-access-log", "gateway_project.asgi:application"]  # fmt: skip
+                "--backlog", "4096", "--no-access-log", app]  # fmt: skip
+    if server == "granian-async-floor":
+        return [str(BIN / "granian"), "--interface", "asginl", "--host", "127.0.0.1", "--port", port,
+                "--workers", workers, "--loop", env.get("GRANIAN_LOOP") or "auto", "--backlog", "4096",
+                "--backpressure", env.get("GRANIAN_BACKPRESSURE") or "8192",
+                "--no-ws", "bench.async_floor:application"]  # fmt: skip
     raise ValueError(f"unknown server {server!r}; one of {', '.join(SERVERS)}")
 
 
@@ -331,6 +354,7 @@ def gateway(
             "PYTHONDONTWRITEBYTECODE": "1",
             "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
             **(BEFORE_ENV if server == "gunicorn-gthread" else {}),
+            **(floor_env(seed) if server in FLOOR_SERVERS else {}),
             **(env_extra or {}),
         }
         (workdir / "metrics").mkdir()
