@@ -318,7 +318,7 @@ def _import_image_model(problems: _Problems, where: str, item: Any, summary: Imp
         return
     summary.image_models += 1
     if created or _snapshot(instance) != before:
-        instance.save()
+        instance.save(force_insert=created)
         summary.count("created" if created else "updated")
     else:
         summary.count("unchanged")
@@ -411,7 +411,7 @@ def _import_route(problems: _Problems, where: str, item: Any, summary: ImportSum
     if not changed:
         summary.count("unchanged")
         return
-    instance.save()
+    instance.save(force_insert=created)
     instance.refs.all().delete()
     for kind, position, model_id, path in refs:
         # RouteRef's own validation refuses, say, an image model named twice in one plugin.
@@ -521,13 +521,17 @@ def _import_api_key(problems: _Problems, where: str, item: Any, summary: ImportS
     if not created and _snapshot(instance) == before and routes_before == set(route_ids):
         summary.count("unchanged")
         return
-    instance.save()
+    instance.save(force_insert=created)
     instance.routes.set(route_ids)
     summary.count("created" if created else "updated")
 
 
 def entities_import(*, data: dict[str, Any]) -> ImportSummary:
-    """Upsert the file's image models, routes and API keys by id: all of them, or nothing."""
+    """Upsert the file's image models, routes and API keys by id: all of them, or nothing.
+
+    An entity absent when read is inserted, never updated (`force_insert`): one a concurrent writer
+    committed in between is refused by its id's unique index instead of silently overwritten.
+    """
     problems = _Problems()
     document = _object(problems, "file", "", data, {"image_models": list, "routes": list, "api_keys": list})
     problems.raise_if_any()

@@ -15,6 +15,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from entities.catalog import PROVIDERS, Operation, provider_can
@@ -183,13 +184,26 @@ class EntityConflict(Exception):
 
 
 def entity_create(*, kind: EntityKind, data: Any) -> dict[str, Any]:
-    """Create one entity from its JSON form, validated exactly as an import; refused when its id exists."""
-    with transaction.atomic():
-        entity_id = data.get("id") if isinstance(data, dict) else None
+    """Create one entity from its JSON form, validated exactly as an import; refused when its id exists,
+    also when a concurrent create of the same id commits first."""
+    entity_id = data.get("id") if isinstance(data, dict) else None
+    taken = EntityConflict(f"There is already {kind.a_label} with id {entity_id!r}; PUT to replace it.")
+    try:
+        with transaction.atomic():
+            # The check is a write, so on SQLite this transaction takes the write lock before it reads
+            # anything: a concurrent create of the same id waits for it, then finds its row here.
+            if _well_formed(entity_id) and kind.model.objects.filter(pk=entity_id).update(name=F("name")):
+                raise taken
+            # On PostgreSQL a concurrent create can commit after the check: the importer, which upserts,
+            # then finds its row and updates it (undone here), or fails its unique check or INSERT.
+            if entities_import(data={kind.key: [data]}).created != 1:
+                raise taken
+            return _entity_read(kind, entity_id)
+    except ImportFailed:
+        # A refusal by the id's unique check or index means another create of it committed first.
         if _well_formed(entity_id) and kind.model.objects.filter(pk=entity_id).exists():
-            raise EntityConflict(f"There is already {kind.a_label} with id {entity_id!r}; PUT to replace it.")
-        entities_import(data={kind.key: [data]})
-        return _entity_read(kind, entity_id)
+            raise taken from None
+        raise
 
 
 def entity_replace(*, kind: EntityKind, entity_id: str, data: Any) -> tuple[dict[str, Any], bool]:

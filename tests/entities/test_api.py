@@ -7,8 +7,12 @@ from __future__ import annotations
 import copy
 import io
 import os
+import threading
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +21,7 @@ import requests
 import schemathesis
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection, transaction
 from django.test import Client
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
@@ -299,6 +304,87 @@ def test_creating_an_existing_id_is_a_409_and_changes_nothing(api: AdminApi) -> 
     error = assert_error(api.post("/image-models", image_model(name="other")), 409, "entity_exists", None)
     assert "img-openai" in error["message"]
     assert ImageModel.objects.get().name == "OpenAI images"
+
+
+@contextmanager
+def created_but_not_committed(entity: dict[str, Any]) -> Iterator[Callable[[], None]]:
+    """Creates the image model `entity` through the service, in a transaction of another connection
+    that commits only when the yielded function is called: a concurrent create caught before its commit."""
+    created, commit = threading.Event(), threading.Event()
+    failures: list[BaseException] = []
+
+    def winner() -> None:
+        try:
+            with transaction.atomic():
+                services.entity_create(kind=services.IMAGE_MODELS, data=entity)
+                created.set()
+                commit.wait(timeout=60)
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            created.set()
+            connection.close()  # this thread's own connection, or the test database stays in use
+
+    thread = threading.Thread(target=winner)
+    thread.start()
+    assert created.wait(timeout=60)
+    try:
+        yield commit.set
+    finally:
+        commit.set()
+        thread.join(timeout=60)
+    assert failures == []
+
+
+def waits_for_the_held_transaction(answer: Future[requests.Response]) -> None:
+    """Returns once the request waits on the other transaction's lock, or has answered. PostgreSQL
+    shows the wait; SQLite's busy wait shows nowhere, so there it is given a second to get there."""
+    if connection.vendor != "postgresql":
+        wait([answer], timeout=1)
+        return
+    deadline = time.monotonic() + 30
+    while not answer.done():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return
+        assert time.monotonic() < deadline, "the request never reached the database"
+        time.sleep(0.05)
+
+
+def test_a_create_that_loses_the_race_for_its_id_is_a_409_and_changes_nothing(api: AdminApi) -> None:
+    api.get("/image-models")  # the token's last use is written now, not by the racing request
+    with created_but_not_committed(image_model(name="winner")) as commit, ThreadPoolExecutor(1) as pool:
+        loser = pool.submit(api.post, "/image-models", image_model(name="loser"))
+        waits_for_the_held_transaction(loser)
+        commit()
+        answer = loser.result(timeout=60)
+
+    error = assert_error(answer, 409, "entity_exists", None)
+    assert "img-openai" in error["message"]
+    assert ImageModel.objects.get().name == "winner"
+
+
+@pytest.mark.parametrize("race", range(4))  # four races: their windows are narrow
+def test_racing_creates_of_one_id_give_one_201_and_409s(api: AdminApi, race: int) -> None:
+    api.get("/image-models")  # the token's last use is written now, not by the racing requests
+    start = threading.Barrier(6)
+
+    def create(number: int) -> requests.Response:
+        start.wait(timeout=30)
+        return api.post("/image-models", image_model(name=f"racer {number}"))
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(create, range(6)))
+
+    assert sorted(a.status_code for a in answers) == [201] + [409] * 5, [a.text for a in answers]
+    for answer in answers:
+        if answer.status_code == 409:
+            assert_error(answer, 409, "entity_exists", None)
+    (winner,) = [a.json() for a in answers if a.status_code == 201]
+    assert ImageModel.objects.get().name == winner["name"]
 
 
 def test_an_id_in_the_body_must_match_the_url(api: AdminApi) -> None:
