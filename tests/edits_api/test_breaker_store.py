@@ -3,12 +3,7 @@ store, no Redis), every instance too (Redis store), and a store that is down let
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -24,12 +19,10 @@ from django.test import override_settings
 from edits_api import resilience
 from edits_api.errors import GatewayError
 from edits_api.models import CircuitBreaker
-from entities import crypto
 from tests.gateway import Gateway, make_image_model, make_route
-from tests.gunicorn import SERVER_SECRET_KEY
+from tests.gunicorn import gunicorn
 from tests.standin import StandIn, image_bytes
 
-ROOT = Path(__file__).resolve().parents[2]
 REDIS_TEST_URL = "redis://127.0.0.1:6379/13"  # a database of its own, keys under gateway:breaker:
 PNG = image_bytes("png", (64, 64))
 FAILURE = GatewayError(502, "OpenAI answered HTTP 500: boom.", type="upstream_error", code="upstream_error")
@@ -43,58 +36,12 @@ def open_circuit(image_model_id: str) -> None:
         resilience.breaker_record(admission, fingerprint="f", error=FAILURE)
 
 
-def _database_url() -> str:
-    params = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{params['NAME']}"
-    password = f":{params['PASSWORD']}" if params["PASSWORD"] else ""
-    host, port = params["HOST"] or "127.0.0.1", params["PORT"] or 5432
-    return f"postgres://{params['USER'] or 'postgres'}{password}@{host}:{port}/{params['NAME']}"
-
-
 @pytest.fixture
 def two_workers(transactional_db: None, standin: StandIn, tmp_path: Path) -> Iterator[str]:
     """gunicorn as `make run` serves it: two workers, no Redis, the test database."""
     make_route("served", ["127.0.0.1"], [make_image_model("img-openai", "openai", standin)], edit_fallback=False)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {
-        **os.environ,
-        "DATABASE_URL": _database_url(),
-        "SECRET_KEY": SERVER_SECRET_KEY,  # DEBUG off refuses a weak key
-        "ENCRYPTION_KEYS": ",".join(crypto.keys_in_use()),  # the test process's, so tokens decrypt
-        "DEBUG": "false",
-        "REDIS_URL": "",
-        "PORT": str(port),
-        "GUNICORN_WORKERS": "2",
-        "GUNICORN_THREADS": "4",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
-    }
-    log = tmp_path / "gunicorn.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "gateway_project.wsgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if requests.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"gunicorn did not start: {log.read_text()}")
-            time.sleep(0.1)
+    with gunicorn(tmp_path, GUNICORN_WORKERS="2", REDIS_URL="") as url:
         yield url
-    finally:
-        process.send_signal(signal.SIGINT)  # quick shutdown: no wait for kept-alive connections
-        process.wait(timeout=10)
 
 
 def test_provider_health_is_the_same_on_every_reload_under_two_workers(
