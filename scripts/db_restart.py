@@ -5,7 +5,9 @@ whether every request it answered has its usage row (nothing accepted is lost).
 
     .venv/bin/python scripts/db_restart.py [--down 10] [--rate 20]
 
-Needs root (it stops and starts the local PostgreSQL cluster) and only talks to 127.0.0.1.
+Needs root (it stops and starts the local PostgreSQL cluster) and only talks to 127.0.0.1. Its
+database and entities (`drill_database`) are also those of the ledger drill in
+tests/edits_api/test_spend_served.py, which cuts the connection instead of stopping the cluster.
 """
 
 from __future__ import annotations
@@ -20,19 +22,20 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import StandInProcess, noise_png  # noqa: E402
-
 DB = "gateway_faults"
-DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DB}"
 PORT = 8765
 FLUSHES = 20
+# The drill's image model reads its provider token from this variable of the server's environment.
+PROVIDER_TOKEN_VARIABLE = "DRILL_PROVIDER_TOKEN"
 
 
 def cluster(action: str) -> None:
@@ -54,6 +57,57 @@ def wait_for_postgres() -> None:
         time.sleep(0.2)
 
 
+def drill_entities(*, provider_url: str) -> dict[str, Any]:
+    """An OpenAI image model at `provider_url` and a route on 127.0.0.1 that edits with it, no retries."""
+    return {
+        "image_models": [
+            {
+                "id": "drill-openai",
+                "name": "Drill",
+                "provider": "openai",
+                "config": {
+                    "connection": {"base_url": provider_url, "token": f"${{env.{PROVIDER_TOKEN_VARIABLE}}}"},
+                    "options": {"edition": {"enabled": True, "model": "gpt-image-1"}},
+                },
+            }
+        ],
+        "routes": [
+            {
+                "id": "drill",
+                "name": "Drill",
+                "frontend": {"domains": ["127.0.0.1"]},
+                "plugins": [
+                    {
+                        "enabled": True,
+                        "plugin": "cp:otoroshi_plugins.com.cloud.apim.otoroshi.extensions.aigateway.plugins."
+                        "OpenAICompatImagesEdit",
+                        "config": {"refs": ["drill-openai"], "retries": 0},
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def drill_database(name: str, *, provider_url: str, env: Mapping[str, str]) -> str:
+    """The local PostgreSQL database `name` made anew, migrated and holding `drill_entities`; returns
+    its URL. manage.py runs in `env` with that DATABASE_URL."""
+    psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    psql(f"CREATE DATABASE {name}")
+    database_url = f"postgres://postgres@127.0.0.1:5432/{name}"
+    manage_env = {**env, "DATABASE_URL": database_url}
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=manage_env, check=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "seed_entities", "-"],
+        cwd=ROOT,
+        env=manage_env,
+        input=json.dumps(drill_entities(provider_url=provider_url)).encode(),
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return database_url
+
+
 # DEBUG is off, so the key must be strong (settings refuse a weak one); a new one per drill.
 DRILL_SECRET_KEY = secrets.token_urlsafe(50)
 
@@ -66,49 +120,14 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20, help="edits per second")
     args = parser.parse_args()
 
-    psql(f"DROP DATABASE IF EXISTS {DB}")
-    psql(f"CREATE DATABASE {DB}")
-    env = {**os.environ, "DATABASE_URL": DATABASE_URL, "DEBUG": "false", "SECRET_KEY": DRILL_SECRET_KEY}
+    env = {**os.environ, "DEBUG": "false", "SECRET_KEY": DRILL_SECRET_KEY, PROVIDER_TOKEN_VARIABLE: "sk-drill-0000"}
     env.update(PORT=str(PORT), GUNICORN_WORKERS="2", GUNICORN_THREADS="32", ROUTE_CACHE_SECONDS="1")
     python = str(ROOT / ".venv/bin/python")
-    subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    # Here, not at the top: the test suite imports this module for its database and entities.
+    from bench.common import StandInProcess, noise_png
 
     with StandInProcess() as standin:
-        entities = {
-            "image_models": [
-                {
-                    "id": "drill-openai",
-                    "name": "Drill",
-                    "provider": "openai",
-                    "config": {
-                        "connection": {"base_url": standin.openai_url, "token": "sk-drill-0000"},
-                        "options": {"edition": {"enabled": True}},
-                    },
-                }
-            ],
-            "routes": [
-                {
-                    "id": "drill",
-                    "name": "Drill",
-                    "frontend": {"domains": ["127.0.0.1"]},
-                    "plugins": [
-                        {
-                            "enabled": True,
-                            "plugin": "cp:otoroshi_plugins.com.cloud.apim.otoroshi.extensions.aigateway.plugins."
-                            "OpenAICompatImagesEdit",
-                            "config": {"refs": ["drill-openai"], "retries": 0},
-                        }
-                    ],
-                }
-            ],
-        }
-        subprocess.run(
-            [python, "manage.py", "seed_entities", "-"],
-            cwd=ROOT,
-            env=env,
-            input=json.dumps(entities).encode(),
-            check=True,
-        )
+        env["DATABASE_URL"] = drill_database(DB, provider_url=standin.openai_url, env=env)
         server = subprocess.Popen(
             [python, "-m", "gunicorn", "-c", "gunicorn.conf.py", "gateway_project.wsgi:application"],
             cwd=ROOT,
@@ -117,20 +136,19 @@ def main() -> None:
         )
         url = f"http://127.0.0.1:{PORT}/v1/images/edits"
         try:
-            _drill(url, args)
+            _drill(url, args, png=noise_png(10_000))
         finally:
             server.terminate()
             server.wait(timeout=15)
 
 
-def _drill(url: str, args: argparse.Namespace) -> None:
+def _drill(url: str, args: argparse.Namespace, *, png: bytes) -> None:
     while True:
         try:
             requests.get(url.replace("/v1/images/edits", "/healthz"), timeout=1)
             break
         except requests.ConnectionError:
             time.sleep(0.1)
-    png = noise_png(10_000)
     phase = "before"
     results: list[tuple[str, float, int, str]] = []  # phase, time, status, error code
     lock = threading.Lock()

@@ -16,8 +16,9 @@ import requests
 
 from edits_api.models import UsageRecord
 from entities.models import Route
+from scripts import db_restart
 from tests.gateway import make_image_model, make_key, make_route
-from tests.gunicorn import ROOT, gunicorn
+from tests.gunicorn import gunicorn
 from tests.relay import Relay
 from tests.standin import StandIn, image_bytes
 
@@ -130,11 +131,6 @@ def test_metric_families_show_before_the_first_request_and_logs_are_json(keyed_r
 DRILL_DB = f"gw_accounting_drill_{os.getpid()}"
 
 
-def _admin_sql(sql: str) -> None:
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        conn.execute(sql)
-
-
 def _count_rows() -> tuple[int, int]:
     with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{DRILL_DB}") as conn:
         row = conn.execute("SELECT count(*), count(DISTINCT request_id) FROM edits_api_usagerecord").fetchone()
@@ -142,61 +138,15 @@ def _count_rows() -> tuple[int, int]:
         return int(row[0]), int(row[1])
 
 
-def _prepare_drill_database(standin: StandIn) -> None:
-    import subprocess
-    import sys
-
-    _admin_sql(f"DROP DATABASE IF EXISTS {DRILL_DB} WITH (FORCE)")
-    _admin_sql(f"CREATE DATABASE {DRILL_DB}")
-    env = {**os.environ, "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DRILL_DB}", "DEBUG": "true"}
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-    entities = {
-        "image_models": [
-            {
-                "id": "drill-openai",
-                "name": "Drill",
-                "provider": "openai",
-                "config": {
-                    "connection": {"base_url": standin.openai_url, "token": "${env.DRILL_PROVIDER_TOKEN}"},
-                    "options": {"edition": {"enabled": True, "model": "gpt-image-1"}},
-                },
-            }
-        ],
-        "routes": [
-            {
-                "id": "drill",
-                "name": "Drill",
-                "frontend": {"domains": ["127.0.0.1"]},
-                "plugins": [
-                    {
-                        "enabled": True,
-                        "plugin": "cp:otoroshi_plugins.com.cloud.apim.otoroshi.extensions.aigateway.plugins."
-                        "OpenAICompatImagesEdit",
-                        "config": {"refs": ["drill-openai"], "retries": 0},
-                    }
-                ],
-            }
-        ],
-    }
-    subprocess.run(
-        [sys.executable, "manage.py", "seed_entities", "-"],
-        cwd=ROOT,
-        env=env,
-        input=json.dumps(entities).encode(),
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-
-
 @pytest.mark.slow
 def test_ledger_rows_survive_postgresql_going_away_and_count_exactly_once(
     transactional_db: None, standin: StandIn, tmp_path: Path
 ) -> None:
-    _prepare_drill_database(standin)
+    db_restart.drill_database(DRILL_DB, provider_url=standin.openai_url, env={**os.environ, "DEBUG": "true"})
     relay = Relay(("127.0.0.1", 5432))
     env = {
         "DATABASE_URL": f"postgres://postgres@127.0.0.1:{relay.port}/{DRILL_DB}",
-        "DRILL_PROVIDER_TOKEN": "sk-drill-0000",
+        db_restart.PROVIDER_TOKEN_VARIABLE: "sk-drill-0000",
         # One worker: a worker builds its route snapshot on its first request, so one that never served
         # cannot route while the database is away (that is routing's, not the ledger's).
         "GUNICORN_WORKERS": "1",
@@ -226,7 +176,7 @@ def test_ledger_rows_survive_postgresql_going_away_and_count_exactly_once(
             rows, distinct = _count_rows()
     finally:
         relay.close()
-        _admin_sql(f"DROP DATABASE IF EXISTS {DRILL_DB} WITH (FORCE)")
+        db_restart.psql(f"DROP DATABASE IF EXISTS {DRILL_DB} WITH (FORCE)")
 
     assert [a.status_code for a in during] == [200] * 12, [a.text for a in during if a.status_code != 200]
     assert len(answered) == 23
