@@ -14,6 +14,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from edits_api import turns
 from edits_api.errors import GatewayError
 from edits_api.models import IdempotencyRecord
 
@@ -85,7 +86,8 @@ def claim(*, scope: str, key: str, fingerprint: str, wait_until: float) -> Idemp
                 param="Idempotency-Key",
                 code="idempotency_key_in_progress",
             )
-        time.sleep(POLL_SECONDS)
+        with turns.waiting():
+            time.sleep(POLL_SECONDS)
 
 
 def run_once(

@@ -32,6 +32,7 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.db import connection as db
 from django.db.models import F
 
+from edits_api import turns
 from edits_api.errors import GatewayError
 from edits_api.models import CircuitBreaker, CircuitFailure
 from edits_api.providers import http
@@ -218,6 +219,7 @@ class _RedisStore:
     def _keys(key: str) -> list[str]:
         return [f"gateway:breaker:{key}", f"gateway:breaker:{key}:failed"]
 
+    @turns.released
     def read(self, key: str) -> _Stored:
         values: dict[str, str] = self._redis.hgetall(self._keys(key)[0])  # type: ignore[assignment]
         return _Stored(
@@ -229,14 +231,17 @@ class _RedisStore:
             last_error=values.get("last_error") or "",
         )
 
+    @turns.released
     def count_success(self, key: str, *, since: float) -> None:
         self._success(keys=self._keys(key)[:1], args=[since])
 
+    @turns.released
     def count_failure(self, key: str, *, fingerprint: str, now: float, since: float, error: str) -> _Stored:
         window = settings.BREAKER_WINDOW_SECONDS
         self._failure(keys=self._keys(key), args=[now, since, fingerprint, error, window])
         return self.read(key)
 
+    @turns.released
     def open(self, key: str, *, until: float, error: str) -> None:
         state, failed = self._keys(key)
         pipeline = self._redis.pipeline()
@@ -247,9 +252,11 @@ class _RedisStore:
         pipeline.delete(failed)
         pipeline.execute()
 
+    @turns.released
     def claim_trial(self, key: str, *, now: float, until: float) -> bool:
         return bool(self._trial(keys=self._keys(key)[:1], args=[now, until]))
 
+    @turns.released
     def close(self, key: str) -> None:
         state, failed = self._keys(key)
         pipeline = self._redis.pipeline()
@@ -528,7 +535,8 @@ def _call_with_retries(
             delay = backoff_delay(attempt, error)
             if attempt > policy.retries or delay > MAX_WAIT_S or delay >= policy.remaining():
                 raise  # no retry left here, or no time for one: the next candidate
-            time.sleep(delay)
+            with turns.waiting():
+                time.sleep(delay)
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 

@@ -21,6 +21,7 @@ from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpRequest
 from django.urls import reverse
 
+from edits_api import turns
 from edits_api.errors import GatewayError
 from edits_api.providers import http
 from edits_api.providers.base import Connection, ImageItem, ImageResult
@@ -43,7 +44,8 @@ def store_image(data: bytes, content_type: str) -> str:
     (disk full, storage down) leaves no partial file behind and raises OSError."""
     name = f"{IMAGE_FOLDER}{uuid.uuid4().hex}.{_EXTENSIONS.get(content_type, 'png')}"
     try:
-        return default_storage.save(name, ContentFile(data))
+        with turns.waiting():  # a remote storage (S3) is a network call
+            return default_storage.save(name, ContentFile(data))
     except Exception as exc:  # storages raise OSError locally, their own errors remotely (S3)
         with contextlib.suppress(Exception):
             default_storage.delete(name)

@@ -230,7 +230,8 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = DEBUG
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Uploads above this many bytes spool to a temporary file instead of memory.
+# Uploads above this many bytes spool to a temporary file instead of memory; read 1 MiB at a time.
+FILE_UPLOAD_HANDLERS = ["edits_api.uploads.MemoryUploadHandler", "edits_api.uploads.SpoolingUploadHandler"]
 FILE_UPLOAD_MAX_MEMORY_SIZE = _positive_int("FILE_UPLOAD_MAX_MEMORY_SIZE", 256 * 1024)
 # The route's max_size_upload bounds the whole body; Django's own cap on non-file fields stays.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
@@ -239,6 +240,11 @@ DATA_UPLOAD_MAX_NUMBER_FILES = 32
 
 # How long a worker serves routes and entities from its in-process snapshot before re-reading.
 ROUTE_CACHE_SECONDS = env.float("ROUTE_CACHE_SECONDS", default=1.0)
+
+# Requests of one process that run Python at once (edits_api/turns.py); the others wait for a turn,
+# given route by route in rotation, so a crowd on one route does not slow the rest. One is what the
+# interpreter runs anyway; every wait (client, provider, Redis, storage, sleeps) gives it back.
+TURNS_PER_PROCESS = _positive_int("TURNS_PER_PROCESS", 1)
 
 # Kept-alive connections per provider host and worker: as many as threads that may call it at once.
 PROVIDER_POOL_SIZE = _positive_int("PROVIDER_POOL_SIZE", 2048)

@@ -25,6 +25,7 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F
 
+from edits_api import turns
 from edits_api.models import RateLimitBucket
 
 logger = logging.getLogger(__name__)
@@ -288,6 +289,7 @@ class _RedisStore:
     def _key(self, key_id: str, name: str) -> str:
         return f"{settings.RATE_LIMIT_PREFIX}{key_id}:{name}"
 
+    @turns.released
     def consume(self, key_id: str, limits: list[Limit], now_ms: int) -> Decision:
         args: list[Any] = [now_ms]
         for limit in limits:
@@ -307,12 +309,14 @@ class _RedisStore:
             logger.error("rate limit script and arithmetic disagree for key %s", key_id)
         return Decision(bool(answer[0]), tuple(states), slices)
 
+    @turns.released
     def give_back(self, key_id: str, name: str, slice_index: int, amount: int) -> None:
         try:
             self.give_back_script(keys=[self._key(key_id, name)], args=[slice_index, amount])
         except self.errors as exc:
             raise LimitStoreUnavailable(f"redis: {exc}") from exc
 
+    @turns.released
     def ping(self) -> None:
         try:
             self.client.ping()

@@ -44,6 +44,7 @@ from urllib3.exceptions import (
 from urllib3.util import parse_url
 from urllib3.util.connection import allowed_gai_family
 
+from edits_api import turns
 from edits_api.errors import GatewayError
 from edits_api.providers.base import Connection, ImageItem, ImageResult
 
@@ -349,17 +350,18 @@ def send(
     if deadline is None:
         deadline = time.monotonic() + connection.timeout_s
     try:
-        response = _exchange(
-            _providers,
-            connection,
-            method,
-            url,
-            headers=headers,
-            data=data,
-            json_body=json_body,
-            deadline=deadline,
-            max_bytes=max_bytes,
-        )
+        with turns.waiting():  # the provider works: other requests run meanwhile
+            response = _exchange(
+                _providers,
+                connection,
+                method,
+                url,
+                headers=headers,
+                data=data,
+                json_body=json_body,
+                deadline=deadline,
+                max_bytes=max_bytes,
+            )
     except _TooLarge as exc:
         raise bad_response(connection, f"answer larger than {exc.limit} bytes") from None
     if not 200 <= response.status_code < 300:
@@ -782,16 +784,17 @@ def fetch_images(connection: Connection, urls: list[str]) -> list[tuple[bytes, s
         where = f"image {number} of {len(urls)}" if len(urls) > 1 else "the image"
         _check_image_url(connection, url, where)
         try:
-            response = _exchange(
-                pool,
-                connection,
-                "GET",
-                url,
-                headers={"Accept": "image/*"},
-                deadline=deadline,
-                max_bytes=min(MAX_IMAGE_BYTES, left),
-                read_error_body=False,
-            )
+            with turns.waiting():
+                response = _exchange(
+                    pool,
+                    connection,
+                    "GET",
+                    url,
+                    headers={"Accept": "image/*"},
+                    deadline=deadline,
+                    max_bytes=min(MAX_IMAGE_BYTES, left),
+                    read_error_body=False,
+                )
         except _TooLarge:
             raise _fetch_error(
                 connection,

@@ -15,6 +15,7 @@ import time
 from typing import Any
 from urllib.parse import quote
 
+from edits_api import turns
 from edits_api.errors import GatewayError, invalid
 from edits_api.providers import http, sizes
 from edits_api.providers.base import Connection, ImageItem, ImageRequest, ImageResult, ProbeTarget
@@ -88,7 +89,8 @@ class LumaAdapter(GenerationOnlyAdapter):
             remaining = deadline - time.monotonic()
             if remaining <= interval:
                 raise http.timeout_error(connection)  # the next look would come too late anyway
-            time.sleep(interval)
+            with turns.waiting():
+                time.sleep(interval)
             interval = min(interval * 2, self.max_poll_s)
             for index, generation in enumerate(generations):
                 if generation["id"] not in done:

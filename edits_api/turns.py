@@ -1,0 +1,134 @@
+"""CPU turns: how many requests of one process run Python at once, shared fairly by route.
+
+A worker serves hundreds of edits with threads, and Python runs one thread at a time. When 512
+edits arrived at once on one route, every other request waited behind all of them each time it
+gave up the interpreter (a fast route's p99: 1.2-1.7 s). Here a request runs only while it holds
+one of TURNS_PER_PROCESS turns (gateway_project/gworker.py takes it for the request's whole
+handling; ImagesEndpoint for servers without that worker), and gives it back whenever it waits
+(`waiting()`): for the client's socket, a provider, Redis, the image storage, a
+retry's backoff or another request's answer (not for a database query: it may hold a lock or a
+pooled connection another request waits for). Waiting requests get turns lane by lane (a lane is
+a request's Host and path, so a route) in rotation: a request on a quiet route waits for a few
+turns, not for a crowd. No request waits more than MAX_WAIT_S for a turn.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import ParamSpec, TypeVar
+
+from django.conf import settings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# The longest a request waits for a turn before it runs without one: a thread that waits on
+# something other requests hold (a pooled database connection, a lock) while holding a turn must
+# not stop them for longer.
+MAX_WAIT_S = 2.0
+
+
+class FairTurns:
+    """`slots` turns; waiters queue per lane (a route) and lanes take turns in rotation."""
+
+    def __init__(self, slots: int) -> None:
+        self._lock = threading.Lock()
+        self._free = slots
+        self._waiting: OrderedDict[str, deque[threading.Event]] = OrderedDict()
+
+    def acquire(self, lane: str, timeout: float) -> bool:
+        """True with a turn; False when none came within `timeout` (the caller runs without)."""
+        with self._lock:
+            if self._free > 0 and not self._waiting:
+                self._free -= 1
+                return True
+            handed = threading.Event()
+            self._waiting.setdefault(lane, deque()).append(handed)
+        if handed.wait(timeout):  # release() hands this waiter its turn directly
+            return True
+        with self._lock:
+            if handed.is_set():
+                return True
+            queue = self._waiting[lane]
+            queue.remove(handed)
+            if not queue:
+                del self._waiting[lane]
+        return False
+
+    def release(self) -> None:
+        with self._lock:
+            if not self._waiting:
+                self._free += 1
+                return
+            lane, queue = next(iter(self._waiting.items()))
+            handed = queue.popleft()
+            if queue:
+                self._waiting.move_to_end(lane)  # this lane's next waiter comes after the other lanes'
+            else:
+                del self._waiting[lane]
+        handed.set()
+
+
+_turns: FairTurns | None = None
+_turns_lock = threading.Lock()
+# .lane: the lane of the request this thread serves (None outside one, or while it waits);
+# .owned: whether it holds a turn (False after MAX_WAIT_S without one).
+_held = threading.local()
+
+
+def _process_turns() -> FairTurns:
+    global _turns
+    if _turns is None:
+        with _turns_lock:
+            if _turns is None:
+                _turns = FairTurns(settings.TURNS_PER_PROCESS)
+    return _turns
+
+
+@contextmanager
+def turn(lane: str) -> Iterator[None]:
+    """Runs the block while holding a turn of `lane`; a thread that serves a request already
+    keeps the turn it has."""
+    if getattr(_held, "lane", None) is not None:
+        yield
+        return
+    turns = _process_turns()
+    _held.owned, _held.lane = turns.acquire(lane, MAX_WAIT_S), lane
+    try:
+        yield
+    finally:
+        _held.lane = None
+        if _held.owned:
+            turns.release()
+
+
+@contextmanager
+def waiting() -> Iterator[None]:
+    """Gives the thread's turn back while the block waits (I/O or sleep); a no-op without one."""
+    lane = getattr(_held, "lane", None)
+    if lane is None:
+        yield
+        return
+    turns = _process_turns()
+    _held.lane = None
+    if _held.owned:
+        turns.release()
+    try:
+        yield
+    finally:
+        _held.owned, _held.lane = turns.acquire(lane, MAX_WAIT_S), lane
+
+
+def released(function: Callable[P, R]) -> Callable[P, R]:
+    """`waiting()` around every call of `function` (a call to another server, such as Redis)."""
+
+    @functools.wraps(function)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        with waiting():
+            return function(*args, **kwargs)
+
+    return call
