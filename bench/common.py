@@ -299,7 +299,7 @@ class Gateway:
 # The *-async-floor servers do not serve the project: they serve bench/async_floor.py, the least an
 # async Django edit path must do (no database, no auth, no validation), to bound such a path from below.
 FLOOR_SERVERS = ("uvicorn-async-floor", "granian-async-floor")
-SERVERS = ("gunicorn", "gunicorn-gthread", "granian-wsgi", "uvicorn-asgi", *FLOOR_SERVERS)
+SERVERS = ("gunicorn", "gunicorn-before", "gunicorn-gthread", "granian-wsgi", "uvicorn-asgi", *FLOOR_SERVERS)
 
 
 def floor_env(seed: dict[str, Any]) -> dict[str, str]:
@@ -315,9 +315,18 @@ def floor_env(seed: dict[str, Any]) -> dict[str, str]:
     return {"FLOOR_PROVIDERS": json.dumps(providers), "FLOOR_PROVIDER_TOKEN": PROVIDER_TOKEN}
 
 
+def before_root() -> Path:
+    """`gunicorn-before` serves another checkout of the gateway (BENCH_BEFORE_ROOT, e.g. a
+    `git worktree add /tmp/before <commit>`) with this virtualenv: before and after in one run."""
+    root = os.environ.get("BENCH_BEFORE_ROOT", "")
+    if not root or not (Path(root) / "manage.py").exists():
+        raise SystemExit("gunicorn-before needs BENCH_BEFORE_ROOT: a checkout of the gateway to compare with")
+    return Path(root)
+
+
 def server_command(server: str, env: dict[str, str]) -> list[str]:
     port, workers = env["PORT"], str(expected_workers())
-    if server in ("gunicorn", "gunicorn-gthread"):
+    if server in ("gunicorn", "gunicorn-gthread", "gunicorn-before"):
         stock = ["--worker-class", "gthread"] if server == "gunicorn-gthread" else []
         return [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", *stock, "gateway_project.wsgi:application"]
     if server == "granian-wsgi":
@@ -343,6 +352,7 @@ def server_command(server: str, env: dict[str, str]) -> list[str]:
 def gateway(
     seed: dict[str, Any], server: str = "gunicorn", env_extra: dict[str, str] | None = None
 ) -> Iterator[Gateway]:
+    root = before_root() if server == "gunicorn-before" else ROOT
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
         workdir = Path(tmp)
         env = {
@@ -362,7 +372,7 @@ def gateway(
         seed_file.write_text(json.dumps(seed))
         for command in (["migrate", "--noinput", "-v", "0"], ["seed_entities", str(seed_file)]):
             subprocess.run(
-                [sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL
+                [sys.executable, "manage.py", *command], cwd=root, env=env, check=True, stdout=subprocess.DEVNULL
             )
         port = free_port()
         env.update(PORT=str(port), HOST="127.0.0.1")
@@ -370,7 +380,7 @@ def gateway(
         with open(log_path, "wb") as log_file:
             started = time.monotonic()
             proc = subprocess.Popen(
-                server_command(server, env), cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                server_command(server, env), cwd=root, env=env, stdout=log_file, stderr=subprocess.STDOUT,
             )  # fmt: skip
             try:
                 ready_s = _wait_ready(proc, port, started, log_path)
