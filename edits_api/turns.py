@@ -2,15 +2,14 @@
 
 A worker serves hundreds of edits with threads, and Python runs one thread at a time. When 512
 edits arrived at once on one route, every other request waited behind all of them each time it
-gave up the interpreter (a fast route's p99: 1.2-1.7 s). Here a request runs only while it holds
-one of TURNS_PER_PROCESS turns (gateway_project/gworker.py takes it for the request's whole
-handling; ImagesEndpoint for servers without that worker), and gives it back whenever it waits
-(`waiting()`): for the client's socket, a provider, Redis, the image storage, a
-retry's backoff or another request's answer (not for a database query: it may hold a lock or a
-pooled connection another request waits for). Waiting requests get turns lane by lane (a lane is
-a request's Host and path, so a route) in rotation: a request on a quiet route waits for a few
-turns, not for a crowd. No request waits more than MAX_WAIT_S for a turn.
-"""
+gave up the interpreter (a fast route's p99: 1.2-1.7 s). Under gunicorn (gateway_project/gworker.py)
+a request runs only while it holds one of TURNS_PER_PROCESS turns, and gives it back whenever it
+waits (`waiting()`): for the client's socket, a provider, Redis, the image storage, a retry's
+backoff or another request's answer (not for a database query: it may hold a lock or a pooled
+connection another request waits for). Waiting requests get turns lane by lane (a lane is a
+request's Host and path, so a route) in rotation: a request on a quiet route waits for a few
+turns, not for a crowd. No request waits more than MAX_WAIT_S for a turn. Elsewhere (other
+servers, tests' live server) nothing takes a turn and `waiting()` does nothing."""
 
 from __future__ import annotations
 

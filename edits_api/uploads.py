@@ -19,7 +19,6 @@ from django.core.files.uploadhandler import MemoryFileUploadHandler, TemporaryFi
 from django.http import HttpRequest, UnreadablePostError
 from django.http.multipartparser import MultiPartParser, MultiPartParserError
 
-from edits_api import turns
 from edits_api.errors import GatewayError
 
 logger = logging.getLogger(__name__)
@@ -67,8 +66,7 @@ class CappedStream:
         # Never ask for more than one byte past the limit, so an endless body stops early.
         allowed = self._limit + 1 - self.count
         try:
-            with turns.waiting():  # the client may be slow: other requests run meanwhile
-                chunk = self._stream.read(allowed if size is None or size < 0 else min(size, allowed))
+            chunk = self._stream.read(allowed if size is None or size < 0 else min(size, allowed))
         except (TimeoutError, UnreadablePostError) as exc:
             # Django wraps socket errors in UnreadablePostError; a TimeoutError is the server's
             # body-read timeout (gateway_project/gworker.py), anything else a broken connection.

@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from edits_api import idempotency, results, services, turns, wire
+from edits_api import idempotency, results, services, wire
 from edits_api.accounting import admission, ledger
 from edits_api.auth import authenticate
 from edits_api.errors import GatewayError
@@ -50,9 +50,7 @@ class ImagesEndpoint(APIView):
         with ledger.recording(request_id=current_request_id(), channel="api", endpoint=endpoint) as draft:
             self.draft, self.outcome = draft, draft.outcome
             draft.request_bytes = _safe_length(request)
-            # Host and path stand for the route: its requests share their turns (edits_api/turns.py).
-            with turns.turn(lane=request.META.get("HTTP_HOST", "") + request.path):
-                response = super().dispatch(request, *args, **kwargs)
+            response = super().dispatch(request, *args, **kwargs)
             _answered(draft, response)
         return response
 
