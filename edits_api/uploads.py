@@ -15,7 +15,6 @@ from typing import Any
 
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.files.uploadedfile import UploadedFile
-from django.core.files.uploadhandler import MemoryFileUploadHandler, TemporaryFileUploadHandler
 from django.http import HttpRequest, UnreadablePostError
 from django.http.multipartparser import MultiPartParser, MultiPartParserError
 
@@ -39,19 +38,6 @@ def body_stalled() -> GatewayError:
         "The request body stopped arriving; send it without long pauses.",
         code="request_timeout",
     )
-
-
-# Django's parser reads the body in its handlers' chunk size (64 KiB): a 100 MB upload took 1,600
-# turns of Python parsing and file writes. 1 MiB per read is 100.
-UPLOAD_CHUNK = 1024 * 1024
-
-
-class MemoryUploadHandler(MemoryFileUploadHandler):
-    chunk_size = UPLOAD_CHUNK
-
-
-class SpoolingUploadHandler(TemporaryFileUploadHandler):
-    chunk_size = UPLOAD_CHUNK
 
 
 class CappedStream:

@@ -230,8 +230,7 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = DEBUG
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Uploads above this many bytes spool to a temporary file instead of memory; read 1 MiB at a time.
-FILE_UPLOAD_HANDLERS = ["edits_api.uploads.MemoryUploadHandler", "edits_api.uploads.SpoolingUploadHandler"]
+# Uploads above this many bytes spool to a temporary file instead of memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = _positive_int("FILE_UPLOAD_MAX_MEMORY_SIZE", 256 * 1024)
 # The route's max_size_upload bounds the whole body; Django's own cap on non-file fields stays.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
