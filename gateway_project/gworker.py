@@ -27,7 +27,6 @@ import contextlib
 import errno
 import io
 import os
-import select
 import selectors
 import socket
 import threading
@@ -45,8 +44,6 @@ from edits_api import turns
 _HEAD_END = b"\r\n\r\n"
 _MAX_HEAD = 64 * 1024
 _ACCEPT_BATCH = 256
-# Written with the turn kept when the socket can take more: a kernel send buffer holds this much.
-_SMALL_ANSWER = 16 * 1024
 _ENVELOPE = b'{"error": {"message": "%s", "type": "server_error", "param": null, "code": "%s"}}'
 
 
@@ -94,32 +91,22 @@ def _lane(head: bytes) -> str:
 
 
 class TurnTakingSocket(socket.socket):
-    """A client socket that gives the thread's CPU turn back while it would wait for the client
-    (a slow client must not hold one). What is already there is read, and a small answer written,
-    with the turn kept: handing it over costs two thread switches. The main loop holds no turn."""
-
-    def _ready(self, event: int) -> bool:
-        poller = select.poll()
-        poller.register(self, event)
-        return bool(poller.poll(0))
+    """A client socket whose reads and writes give the thread's CPU turn back meanwhile (a slow
+    client must not hold one). Even reads of data already there do: keeping the turn through them
+    made longer turns, and the main loop, which holds none, waited longer for the interpreter
+    (fast route p99 beside 512 held edits: 292 and 293 ms, against 79 ms)."""
 
     def recv(self, *args: Any) -> bytes:
-        if self._ready(select.POLLIN):
-            return super().recv(*args)
         with turns.waiting():
             return super().recv(*args)
 
     def recv_into(self, *args: Any) -> int:
-        if self._ready(select.POLLIN):
-            return super().recv_into(*args)
         with turns.waiting():
             return super().recv_into(*args)
 
-    def sendall(self, data: Any, *args: Any) -> None:
-        if len(data) <= _SMALL_ANSWER and self._ready(select.POLLOUT):
-            return super().sendall(data, *args)
+    def sendall(self, *args: Any) -> None:
         with turns.waiting():
-            return super().sendall(data, *args)
+            super().sendall(*args)
 
 
 class BufferedSocketUnreader(SocketUnreader):
