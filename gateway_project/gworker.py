@@ -156,8 +156,10 @@ class BufferedSocketUnreader(SocketUnreader):
             chunk = self.chunk(max(size, read_ahead or 0) - self._buffered())
             if not chunk:
                 return self._take(self._buffered())
-            if not self._buffered() and len(chunk) <= size:
-                return chunk  # nothing buffered and no more than asked: no copy at all
+            if not self._buffered() and len(chunk) == size:
+                # Exactly what was asked, nothing buffered: no copy. Never fewer: gunicorn's
+                # LengthReader counts `size` as read, and a short read cut the body short.
+                return chunk
             del self._data[: self._pos]
             self._pos = 0
             self._data += chunk
