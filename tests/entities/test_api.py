@@ -307,16 +307,19 @@ def test_creating_an_existing_id_is_a_409_and_changes_nothing(api: AdminApi) -> 
 
 
 @contextmanager
-def created_but_not_committed(entity: dict[str, Any]) -> Iterator[Callable[[], None]]:
-    """Creates the image model `entity` through the service, in a transaction of another connection
-    that commits only when the yielded function is called: a concurrent create caught before its commit."""
+def created_but_not_committed(
+    entity: dict[str, Any], kind: services.EntityKind = services.IMAGE_MODELS
+) -> Iterator[Callable[[], None]]:
+    """Creates `entity` (an image model unless `kind` says otherwise) through the service, in a transaction
+    of another connection that commits only when the yielded function is called: a concurrent create
+    caught before its commit."""
     created, commit = threading.Event(), threading.Event()
     failures: list[BaseException] = []
 
     def winner() -> None:
         try:
             with transaction.atomic():
-                services.entity_create(kind=services.IMAGE_MODELS, data=entity)
+                services.entity_create(kind=kind, data=entity)
                 created.set()
                 commit.wait(timeout=60)
         except BaseException as exc:
@@ -385,6 +388,39 @@ def test_racing_creates_of_one_id_give_one_201_and_409s(api: AdminApi, race: int
             assert_error(answer, 409, "entity_exists", None)
     (winner,) = [a.json() for a in answers if a.status_code == 201]
     assert ImageModel.objects.get().name == winner["name"]
+
+
+# What only the database says: PostgreSQL's and SQLite's wording, constraint and index names.
+DATABASE_TEXT = (
+    "DETAIL",
+    "duplicate key",
+    "unique constraint",
+    "UNIQUE constraint",
+    "database is locked",
+    "_pkey",
+    "secret_hash_key",
+    "entities_",
+)
+
+
+def assert_no_database_text(answer: requests.Response) -> None:
+    for text in DATABASE_TEXT:
+        assert text not in answer.text, answer.text
+
+
+def test_a_key_that_loses_the_race_for_its_secret_is_refused_without_the_database_text(api: AdminApi) -> None:
+    api.post("/image-models", image_model())
+    api.post("/routes", route())
+    with created_but_not_committed(api_key("key-first"), services.API_KEYS) as commit, ThreadPoolExecutor(1) as pool:
+        loser = pool.submit(api.post, "/api-keys", api_key("key-second"))
+        waits_for_the_held_transaction(loser)
+        commit()
+        answer = loser.result(timeout=60)
+
+    assert_no_database_text(answer)
+    assert answer.status_code in (400, 409), answer.text
+    assert set(answer.json()["error"]) == {"message", "type", "param", "code"}
+    assert list(ApiKey.objects.values_list("id", flat=True)) == ["key-first"]
 
 
 def test_an_id_in_the_body_must_match_the_url(api: AdminApi) -> None:
