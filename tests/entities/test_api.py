@@ -408,6 +408,40 @@ def assert_no_database_text(answer: requests.Response) -> None:
         assert text not in answer.text, answer.text
 
 
+def test_a_put_that_loses_the_race_to_create_its_id_replaces_what_the_winner_created(api: AdminApi) -> None:
+    api.get("/image-models")  # the token's last use is written now, not by the racing request
+    with created_but_not_committed(image_model(name="winner")) as commit, ThreadPoolExecutor(1) as pool:
+        loser = pool.submit(api.put, "/image-models/img-openai", image_model(name="loser"))
+        waits_for_the_held_transaction(loser)
+        commit()
+        answer = loser.result(timeout=60)
+
+    assert_no_database_text(answer)
+    assert answer.status_code == 200, answer.text  # a replace of the winner's entity, as a later PUT would be
+    assert answer.json() == expected(image_model(name="loser"))
+    assert ImageModel.objects.get().name == "loser"
+
+
+@pytest.mark.parametrize("race", range(4))  # four races: their windows are narrow
+def test_racing_puts_of_one_new_id_give_one_201_and_replaces(api: AdminApi, race: int) -> None:
+    api.get("/image-models")  # the token's last use is written now, not by the racing requests
+    start = threading.Barrier(6)
+
+    def put(number: int) -> requests.Response:
+        start.wait(timeout=30)
+        return api.put("/image-models/img-openai", image_model(name=f"racer {number}"))
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(put, range(6)))
+
+    for answer in answers:
+        assert_no_database_text(answer)
+    assert sorted(a.status_code for a in answers) == [200] * 5 + [201], [a.text for a in answers]
+    names = {a.json()["name"] for a in answers}
+    assert names == {f"racer {number}" for number in range(6)}
+    assert ImageModel.objects.get().name in names
+
+
 def test_a_key_that_loses_the_race_for_its_secret_is_refused_without_the_database_text(api: AdminApi) -> None:
     api.post("/image-models", image_model())
     api.post("/routes", route())
