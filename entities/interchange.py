@@ -7,6 +7,7 @@ so a file is held to exactly what the admin enforces.
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.db import DatabaseError, models, transaction
+from django.db import DatabaseError, IntegrityError, models, transaction
 from django.utils.dateparse import parse_datetime
 
 from entities.crypto import UNDECRYPTABLE
@@ -36,6 +37,8 @@ from entities.plugins import (
 )
 
 __all__ = ["EDIT_PLUGIN", "GENERATION_PLUGIN", "ImportFailed", "entities_export", "entities_import"]
+
+logger = logging.getLogger(__name__)
 
 
 def _column_type(column: str) -> type:
@@ -252,6 +255,13 @@ def _snapshot(instance: models.Model) -> dict[str, Any]:
 
 
 # --- import ---------------------------------------------------------------------------------------
+
+# What a database refusal means to whoever imports; the database's own words go to the log.
+_CONFLICT = (
+    "it conflicts with an entity written at the same time (its id, or a value that must be unique, is now "
+    "taken); nothing was written"
+)
+_UNAVAILABLE = "the database could not store it just now (busy or unavailable); nothing was written, try again"
 
 _IMAGE_MODEL_KEYS: dict[str, type] = {
     "id": str,
@@ -552,8 +562,11 @@ def entities_import(*, data: dict[str, Any]) -> ImportSummary:
                 try:
                     step(problems, where, item, summary)
                 except DatabaseError as exc:
-                    # The transaction cannot go on after a database error (PostgreSQL aborts it).
-                    problems.add(where, "", f"the database refused it: {exc}")
+                    # The transaction cannot go on after a database error (PostgreSQL aborts it). The
+                    # database's own text names its constraints and quotes stored values (a key's secret
+                    # hash, say), so it goes to the log; whoever imports learns what it means for them.
+                    logger.warning("import of %s refused by the database (%s): %s", where, type(exc).__name__, exc)
+                    problems.add(where, "", _CONFLICT if isinstance(exc, IntegrityError) else _UNAVAILABLE)
                     problems.raise_if_any()
             problems.raise_if_any()
     return summary

@@ -210,18 +210,48 @@ def entity_replace(*, kind: EntityKind, entity_id: str, data: Any) -> tuple[dict
     """Replace (or create) the entity `entity_id` with `data`, as an import of that one entity would.
 
     A token or secret left out keeps the stored one, as on import. Returns the entity as stored
-    and whether it was created.
+    and whether it was created. A create that a concurrent create of the same id beats becomes a
+    replace of the winner's entity, as the same PUT sent a moment later would be.
     """
     if isinstance(data, dict) and "id" in data and data["id"] != entity_id:
         message = f"is {data['id']!r} but the URL names {entity_id!r}; an id cannot be changed"
         raise ImportFailed([Problem(kind.label, "id", message)])
     body = {**data, "id": entity_id} if isinstance(data, dict) else data
-    with transaction.atomic():
-        # Locked, so two replaces of one entity apply one after the other, not interleaved. A
-        # malformed id is not looked up (the importer refuses it by name).
-        created = not (_well_formed(entity_id) and kind.model.objects.select_for_update().filter(pk=entity_id).exists())
-        entities_import(data={kind.key: [body]})
-        return _entity_read(kind, entity_id), created
+    # A malformed id is not looked up (the importer refuses it by name) and cannot race.
+    well_formed = _well_formed(entity_id)
+    for _ in range(_REPLACE_ATTEMPTS):
+        existed = False
+        try:
+            with transaction.atomic():
+                # The check is a write: it locks the entity, so two replaces of it apply one after the
+                # other; on SQLite it takes the write lock before anything is read, so two creates of
+                # one id queue up instead of one failing with "database is locked".
+                existed = well_formed and kind.model.objects.filter(pk=entity_id).update(name=F("name")) > 0
+                imported = entities_import(data={kind.key: [body]})
+                if existed or imported.created == 1 or not well_formed:
+                    return _entity_read(kind, entity_id), not existed
+                # On PostgreSQL a concurrent create committed after the check and the importer, which
+                # upserts, updated its row unlocked: undone, and done again as a replace.
+                raise _CreateRaced
+        except _CreateRaced:
+            continue
+        except ImportFailed:
+            # Refused by the id's unique check or index: another create of it committed first.
+            if existed or not (well_formed and kind.model.objects.filter(pk=entity_id).exists()):
+                raise
+    # Only a concurrent delete between attempts gets here, each time: as rare as it is, no 409 is documented
+    # for PUT, so it is the importer's answer to a concurrent write.
+    message = "it was created and deleted by concurrent writes meanwhile; nothing was written, PUT again"
+    raise ImportFailed([Problem(kind.label, "", message)])
+
+
+# A replace retried this often at most: the second attempt finds the entity a concurrent create made,
+# so only a delete between the two can make a third one needed.
+_REPLACE_ATTEMPTS = 3
+
+
+class _CreateRaced(Exception):
+    """A replace's create found the entity a concurrent create committed meanwhile."""
 
 
 def entity_delete(*, kind: EntityKind, entity_id: str) -> None:

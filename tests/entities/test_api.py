@@ -307,16 +307,19 @@ def test_creating_an_existing_id_is_a_409_and_changes_nothing(api: AdminApi) -> 
 
 
 @contextmanager
-def created_but_not_committed(entity: dict[str, Any]) -> Iterator[Callable[[], None]]:
-    """Creates the image model `entity` through the service, in a transaction of another connection
-    that commits only when the yielded function is called: a concurrent create caught before its commit."""
+def created_but_not_committed(
+    entity: dict[str, Any], kind: services.EntityKind = services.IMAGE_MODELS
+) -> Iterator[Callable[[], None]]:
+    """Creates `entity` (an image model unless `kind` says otherwise) through the service, in a transaction
+    of another connection that commits only when the yielded function is called: a concurrent create
+    caught before its commit."""
     created, commit = threading.Event(), threading.Event()
     failures: list[BaseException] = []
 
     def winner() -> None:
         try:
             with transaction.atomic():
-                services.entity_create(kind=services.IMAGE_MODELS, data=entity)
+                services.entity_create(kind=kind, data=entity)
                 created.set()
                 commit.wait(timeout=60)
         except BaseException as exc:
@@ -385,6 +388,73 @@ def test_racing_creates_of_one_id_give_one_201_and_409s(api: AdminApi, race: int
             assert_error(answer, 409, "entity_exists", None)
     (winner,) = [a.json() for a in answers if a.status_code == 201]
     assert ImageModel.objects.get().name == winner["name"]
+
+
+# What only the database says: PostgreSQL's and SQLite's wording, constraint and index names.
+DATABASE_TEXT = (
+    "DETAIL",
+    "duplicate key",
+    "unique constraint",
+    "UNIQUE constraint",
+    "database is locked",
+    "_pkey",
+    "secret_hash_key",
+    "entities_",
+)
+
+
+def assert_no_database_text(answer: requests.Response) -> None:
+    for text in DATABASE_TEXT:
+        assert text not in answer.text, answer.text
+
+
+def test_a_put_that_loses_the_race_to_create_its_id_replaces_what_the_winner_created(api: AdminApi) -> None:
+    api.get("/image-models")  # the token's last use is written now, not by the racing request
+    with created_but_not_committed(image_model(name="winner")) as commit, ThreadPoolExecutor(1) as pool:
+        loser = pool.submit(api.put, "/image-models/img-openai", image_model(name="loser"))
+        waits_for_the_held_transaction(loser)
+        commit()
+        answer = loser.result(timeout=60)
+
+    assert_no_database_text(answer)
+    assert answer.status_code == 200, answer.text  # a replace of the winner's entity, as a later PUT would be
+    assert answer.json() == expected(image_model(name="loser"))
+    assert ImageModel.objects.get().name == "loser"
+
+
+@pytest.mark.parametrize("race", range(4))  # four races: their windows are narrow
+def test_racing_puts_of_one_new_id_give_one_201_and_replaces(api: AdminApi, race: int) -> None:
+    api.get("/image-models")  # the token's last use is written now, not by the racing requests
+    start = threading.Barrier(6)
+
+    def put(number: int) -> requests.Response:
+        start.wait(timeout=30)
+        return api.put("/image-models/img-openai", image_model(name=f"racer {number}"))
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(put, range(6)))
+
+    for answer in answers:
+        assert_no_database_text(answer)
+    assert sorted(a.status_code for a in answers) == [200] * 5 + [201], [a.text for a in answers]
+    names = {a.json()["name"] for a in answers}
+    assert names == {f"racer {number}" for number in range(6)}
+    assert ImageModel.objects.get().name in names
+
+
+def test_a_key_that_loses_the_race_for_its_secret_is_refused_without_the_database_text(api: AdminApi) -> None:
+    api.post("/image-models", image_model())
+    api.post("/routes", route())
+    with created_but_not_committed(api_key("key-first"), services.API_KEYS) as commit, ThreadPoolExecutor(1) as pool:
+        loser = pool.submit(api.post, "/api-keys", api_key("key-second"))
+        waits_for_the_held_transaction(loser)
+        commit()
+        answer = loser.result(timeout=60)
+
+    assert_no_database_text(answer)
+    assert answer.status_code in (400, 409), answer.text
+    assert set(answer.json()["error"]) == {"message", "type", "param", "code"}
+    assert list(ApiKey.objects.values_list("id", flat=True)) == ["key-first"]
 
 
 def test_an_id_in_the_body_must_match_the_url(api: AdminApi) -> None:
