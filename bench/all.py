@@ -101,7 +101,10 @@ def measure_litellm(fast: StandInProcess, counts: Counts, body: bytes, content_t
     log("LiteLLM proxy: starting")
     with litellm_proxy(fast.openai_url) as proxy, load_process() as pool:
         headers = {"Authorization": proxy.authorization}
-        spec = lambda total, c: LoadSpec(proxy.port, PATH, body, content_type, total, c, headers=headers)  # noqa: E731
+
+        def spec(total: int, c: int) -> LoadSpec:
+            return LoadSpec(proxy.port, PATH, body, content_type, total, c, headers=headers)
+
         pool.submit(run_load, spec(counts.warmup, 4)).result()
         data: dict[str, Any] = {}
         log(f"LiteLLM c=1: {counts.c1} direct then {counts.c1} proxied")
@@ -144,7 +147,10 @@ def measure_gateway(server: str, counts: Counts, stands: tuple[StandInProcess, .
     data: dict[str, Any] = {"server": server}
     small, small_type = edit_body(noise_png(10_000))
     with gateway(seed(fast, slow, held), server=server) as gw, load_process() as pool, load_process() as pool2:
-        spec = lambda port, total, c, path=PATH: LoadSpec(port, path, body, content_type, total, c)  # noqa: E731
+
+        def spec(port: int, total: int, c: int, path: str = PATH) -> LoadSpec:
+            return LoadSpec(port, path, body, content_type, total, c)
+
         pool.submit(run_load, spec(gw.port, counts.warmup, 4)).result()
         pool.submit(run_load, spec(fast.port, counts.warmup, 4)).result()
         data["idle_rss_mb"] = round(rss_mb(gw.pids), 1)
