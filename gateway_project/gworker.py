@@ -152,18 +152,27 @@ class BufferedSocketUnreader(SocketUnreader):
             return b""
         if size is None or size < 0:
             return self._take(self._buffered()) if self._buffered() else self.chunk(read_ahead)
-        while self._buffered() < size:
-            chunk = self.chunk(max(size, read_ahead or 0) - self._buffered())
+        if self._buffered():
+            pieces = [self._take(min(size, self._buffered()))]
+            got = len(pieces[0])
+        else:
+            pieces, got = [], 0
+        # Never fewer than `size` unless the peer is done: gunicorn's LengthReader counts `size` as
+        # read, and a short read cut the body short. The pieces are joined once (one copy).
+        # Small reads read ahead up to 64 KiB; large ones ask for exactly what is missing, so
+        # the joined bytes are the answer and need no second copy.
+        wanted = max(size, min(read_ahead or 0, 64 * 1024))
+        while got < size:
+            chunk = self.chunk(wanted - got)
             if not chunk:
-                return self._take(self._buffered())
-            if not self._buffered() and len(chunk) == size:
-                # Exactly what was asked, nothing buffered: no copy. Never fewer: gunicorn's
-                # LengthReader counts `size` as read, and a short read cut the body short.
-                return chunk
-            del self._data[: self._pos]
-            self._pos = 0
-            self._data += chunk
-        return self._take(size)
+                break
+            pieces.append(chunk)
+            got += len(chunk)
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        if len(data) > size:  # read ahead: the rest stays buffered
+            self._data, self._pos = bytearray(memoryview(data)[size:]), 0
+            return data[:size]
+        return data
 
     def unread(self, data: bytes) -> None:
         self._data, self._pos = bytearray(data) + self._data[self._pos :], 0

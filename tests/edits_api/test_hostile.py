@@ -159,17 +159,17 @@ def test_hostile_body_gets_a_quick_4xx_in_the_openai_shape_and_no_provider_call(
         ),
     ],
 )
-def test_garbage_parts_between_parts_are_dropped_and_never_forwarded(gateway: Gateway, garbage: bytes) -> None:
-    # Django's parser skips a part without a named Content-Disposition; the gateway rebuilds the
-    # provider's body from the parsed fields, so nothing of the garbage can reach the provider.
+def test_garbage_parts_between_parts_are_refused_and_never_forwarded(gateway: Gateway, garbage: bytes) -> None:
+    # A part whose headers are not headers makes the body malformed: refused whole with a 400 that
+    # says so (Django's parser used to skip such parts and go on), and nothing reaches the provider.
     response = post(gateway, form(PROMPT, garbage, image_part()))
 
-    assert response.status_code == 200, response.text
-    sent = gateway.standin.last
-    assert sent.fields["prompt"] == "add a hat"
-    assert "x" not in sent.fields
-    assert not any("garbage" in value for value in sent.fields.values())
-    assert [(part.name, part.size) for part in sent.files] == [("image", len(PNG))]
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request_body"
+    assert error["message"].startswith("The multipart body is malformed: ")
+    assert "garbage" not in error["message"]
+    assert gateway.standin.received == []
 
 
 def test_media_type_is_case_insensitive(gateway: Gateway) -> None:
