@@ -1,12 +1,42 @@
-"""WSGI entry point: `gunicorn -c gunicorn.conf.py gateway_project.wsgi:application`."""
+"""WSGI entry point: `gunicorn -c gunicorn.conf.py gateway_project.wsgi:application`.
+
+The image endpoints (any route prefix, then /v1/images/edits or /v1/images/generations) go to a
+handler with their own, shorter middleware chain (settings.IMAGES_API_MIDDLEWARE); everything
+else (admin, docs, health, metrics) to Django's usual one. Both resolve the same URLconf.
+"""
 
 import os
+from collections.abc import Callable, Iterable
+from typing import Any
 
+from django.conf import settings
+from django.core.handlers.wsgi import WSGIHandler
 from django.core.wsgi import get_wsgi_application
 from django.urls import get_resolver
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
-application = get_wsgi_application()
+site = get_wsgi_application()
+IMAGES_PATHS = ("/v1/images/edits", "/v1/images/generations")
+
+
+def _images_handler() -> WSGIHandler:
+    """A WSGIHandler built with IMAGES_API_MIDDLEWARE (Django builds a handler's chain from
+    settings.MIDDLEWARE once, when it is made; this runs at import, before any request)."""
+    full = settings.MIDDLEWARE
+    settings.MIDDLEWARE = settings.IMAGES_API_MIDDLEWARE
+    try:
+        return WSGIHandler()
+    finally:
+        settings.MIDDLEWARE = full
+
+
+images = _images_handler()
+
+
+def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    path = environ.get("PATH_INFO", "").rstrip("/")
+    return (images if path.endswith(IMAGES_PATHS) else site)(environ, start_response)
+
 
 # Import the URLconf (and with it every view and adapter) now: with gunicorn's preload_app this runs
 # once in the master, so workers share those pages instead of each importing them after the fork.

@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -116,7 +116,8 @@ class LedgerEntry:
     price_label: str
 
     def row(self) -> dict[str, Any]:
-        return asdict(self)
+        # A shallow copy: dataclasses.asdict deep-copied every value, 2% of an edit's CPU.
+        return dict(vars(self))
 
 
 @contextmanager

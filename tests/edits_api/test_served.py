@@ -210,3 +210,26 @@ def test_a_body_that_arrives_in_small_pieces_is_forwarded_whole(served: Served, 
 
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
     assert standin.last.files[0].size == len(image)
+
+
+def test_the_image_endpoints_chain_keeps_the_api_headers_and_the_admin_keeps_its_own(
+    served: Served, standin: StandIn
+) -> None:
+    # gateway_project/wsgi.py serves the image endpoints with a shorter middleware chain: they keep
+    # the request id and the security headers, and set no cookie; the admin keeps sessions and CSRF.
+    body, content_type = multipart(image_bytes("png", (64, 64)))
+    edit = requests.post(
+        served.url + "/v1/images/edits", data=body, headers={"Content-Type": content_type, "X-Request-Id": "req-abc"}
+    )
+    assert edit.status_code == 200, edit.text
+    assert edit.headers["X-Request-Id"] == "req-abc"
+    assert edit.headers["X-Content-Type-Options"] == "nosniff"
+    assert edit.headers["X-Frame-Options"] == "DENY"
+    assert edit.headers["X-Gateway-Route"] == "served"
+    assert "Set-Cookie" not in edit.headers and "Cookie" not in edit.headers.get("Vary", "")
+
+    login = requests.get(served.url + "/admin/login/")
+    assert login.status_code == 200
+    assert "csrftoken" in login.cookies
+    assert 'name="csrfmiddlewaretoken"' in login.text
+    assert login.headers["X-Frame-Options"] == "DENY" and login.headers["X-Request-Id"]
