@@ -28,8 +28,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import email.message
-import email.utils
 import hashlib
 import io
 import json
@@ -45,9 +43,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import multipart
 import pytest
 from PIL import Image
-from requests_toolbelt.multipart.decoder import MultipartDecoder
 
 from edits_api.providers.base import Connection, ImageFile
 from entities.catalog import PROVIDERS
@@ -162,10 +160,11 @@ def mask_file(directory: Path, size: tuple[int, int] = (64, 64)) -> ImageFile:
 @dataclass(frozen=True)
 class FilePart:
     name: str  # the form field, e.g. "image" or "image[]"
-    filename: str | None
+    filename: str | None  # decoded as a server does ("%22" is '"')
     content_type: str | None
     size: int
     sha256: str
+    disposition: str = ""  # the Content-Disposition header as it came
 
 
 @dataclass(frozen=True)
@@ -341,8 +340,7 @@ class StandIn:
 
     def _handle(self, handler: _Handler) -> None:
         url = urlsplit(handler.path)
-        body, chunked = handler.read_body()
-        recorded = _parse(handler, url.path, parse_qs(url.query), body, chunked)
+        recorded = _receive(handler, url.path, parse_qs(url.query))
         self._record(recorded)
         if handler.command == "GET" and url.path.startswith("/files/"):
             stored = self._files.get(url.path.removeprefix("/files/"))
@@ -746,16 +744,14 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def read_body(self) -> tuple[bytes, bool]:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
-            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
-                pass
-            return b"".join(chunks), True
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0)), False
+    def read_chunked(self) -> bytes:
+        chunks = []
+        while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline()
+        while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
+            pass
+        return b"".join(chunks)
 
     def reply(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
@@ -891,36 +887,65 @@ def _error(protocol: str, status: int, message: str, code: str | None, param: st
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
-def _parse(handler: _Handler, path: str, query: dict[str, list[str]], body: bytes, chunked: bool) -> Recorded:
+def _receive(handler: _Handler, path: str, query: dict[str, list[str]]) -> Recorded:
+    """The request as it came. A multipart body is parsed as it arrives and its files hashed, never
+    held whole, so a large upload costs the stand-in (in a test's own process) no memory."""
     headers = {name.lower(): value for name, value in handler.headers.items()}
-    recorded = Recorded(handler.command, path, query, headers, len(body), chunked, handler.client_address[1])
+    chunked = headers.get("transfer-encoding", "").lower() == "chunked"
+    stream: io.BufferedIOBase = handler.rfile
+    size = int(headers.get("content-length") or 0)
+    if chunked:
+        body = handler.read_chunked()
+        stream, size = io.BytesIO(body), len(body)
+    recorded = Recorded(handler.command, path, query, headers, 0, chunked, handler.client_address[1])
     content_type = headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data") and body:
-        for part in MultipartDecoder(body, content_type).parts:
-            disposition = email.message.Message()
-            disposition["content-disposition"] = part.headers.get(b"Content-Disposition", b"").decode()
-            name = email.utils.collapse_rfc2231_value(disposition.get_param("name", "", "content-disposition"))
-            filename = disposition.get_filename()
-            if filename is None:
-                recorded.fields[name] = part.content.decode()
-            else:
-                part_type = part.headers.get(b"Content-Type")
-                recorded.files.append(
-                    FilePart(
-                        name=name,
-                        filename=filename,
-                        content_type=part_type.decode() if part_type else None,
-                        size=len(part.content),
-                        sha256=hashlib.sha256(part.content).hexdigest(),
-                    )
-                )
-    elif content_type.startswith("application/json") and body:
+    if content_type.startswith("multipart/form-data") and size:
+        recorded.body_size = _read_form(recorded, stream, size, content_type)
+        return recorded
+    body = stream.read(size)
+    recorded.body_size = len(body)
+    if content_type.startswith("application/json") and body:
         try:
             recorded.json = json.loads(body)
         except ValueError:
             recorded.json = None
         recorded.inline_images = _inline_images(recorded.json)
     return recorded
+
+
+def _read_form(recorded: Recorded, stream: io.BufferedIOBase, size: int, content_type: str) -> int:
+    """The fields and files of a multipart body of `size` bytes, into `recorded`; the bytes read."""
+    taken = 0
+
+    def read(wanted: int) -> bytes:
+        nonlocal taken
+        chunk = stream.read(min(wanted, size - taken))
+        taken += len(chunk)
+        return chunk
+
+    boundary = multipart.parse_options_header(content_type)[1].get("boundary", "")
+    parser = multipart.PushMultipartParser(boundary, content_length=size)
+    segment: Any = None
+    value, digest = bytearray(), hashlib.sha256()
+    for event in parser.parse_blocking(read, chunk_size=1024 * 1024):
+        if isinstance(event, multipart.MultipartSegment):  # a part starts: its headers
+            segment, value, digest = event, bytearray(), hashlib.sha256()
+        elif event is not None:  # a piece of its content
+            if segment.filename is None:
+                value += event
+            else:
+                digest.update(event)
+        elif segment.filename is None:  # the end of a field
+            recorded.fields[segment.name] = value.decode()
+        else:  # the end of a file
+            disposition = segment.header("Content-Disposition", "")
+            content_type = segment.header("Content-Type")
+            recorded.files.append(
+                FilePart(segment.name, segment.filename, content_type, segment.size, digest.hexdigest(), disposition)
+            )
+    while read(1024 * 1024):  # anything after the closing boundary
+        pass
+    return taken
 
 
 def _inline_images(document: Any) -> list[InlineImage]:
