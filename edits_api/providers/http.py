@@ -269,9 +269,8 @@ class _TrackedBody:
     def __init__(self, body: Any, deadline: float) -> None:
         self._body = body
         self._deadline = deadline
-        # bytes (wrapped here), or a stream that knows its length (`__len__`, or `len` as
-        # requests-toolbelt's MultipartEncoder has it): providers get a Content-Length.
-        self._length = len(body.getbuffer()) if isinstance(body, io.BytesIO) else _stream_length(body)
+        # bytes (wrapped here), or a stream that knows its length: providers get a Content-Length.
+        self._length = len(body.getbuffer()) if isinstance(body, io.BytesIO) else len(body)
         self.sent = False
 
     def __len__(self) -> int:
@@ -284,10 +283,6 @@ class _TrackedBody:
         if not chunk:
             self.sent = True
         return chunk.encode() if isinstance(chunk, str) else chunk
-
-
-def _stream_length(body: Any) -> int:
-    return len(body) if hasattr(body, "__len__") else int(body.len)
 
 
 # -- errors ----------------------------------------------------------------------------------------
@@ -343,7 +338,7 @@ def send(
 ) -> Answer:
     """Make one call within ``connection.timeout_s`` and return the 2xx answer, body read.
 
-    ``data`` is bytes or a file-like object with a known length (streamed with Content-Length).
+    ``data`` is bytes, or a stream with ``read`` and ``len()`` (streamed with a Content-Length).
     ``deadline`` (time.monotonic()) lets several calls share one budget.
     With ``upstream_errors_pass_through`` an upstream 4xx keeps its status; otherwise it is a 502.
     """

@@ -11,6 +11,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 from openai import OpenAI
 from PIL import Image
@@ -18,10 +19,11 @@ from PIL import Image
 from edits_api.errors import GatewayError
 from edits_api.providers import ADAPTERS, adapter_for, http
 from edits_api.providers.base import Connection, ImageFile, ImageRequest
+from edits_api.providers.formdata import FilePart, FileRange, FormData
 from edits_api.providers.gemini import GenerateContentBody, image_config
 from edits_api.providers.refusal import GenerationOnlyAdapter
 from entities.catalog import PROVIDERS
-from tests.standin import StandIn, image_file, mask_file
+from tests.standin import StandIn, image_file, mask_bytes, mask_file
 
 TOKEN = "sk-live-SECRET-0123456789abcdef"
 GPT = "gpt-image-1.5"
@@ -117,6 +119,67 @@ def test_openai_edit_streams_with_a_content_length(in_memory: bool, standin: Sta
     assert not received.chunked and "transfer-encoding" not in received.headers
     assert received.content_length == received.body_size
     assert received.files[0].size == image.size and received.files[0].sha256 == sha256(image)
+
+
+@pytest.mark.parametrize(
+    ("formats", "with_mask"), [(["png"], False), (["png", "jpeg", "webp"], False), (["png"], True)]
+)
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_openai_edit_body_holds_exactly_what_was_sent(
+    formats: list[str], with_mask: bool, in_memory: bool, standin: StandIn, tmp_path: Path
+) -> None:
+    images = [image_file(tmp_path, fmt, size=(300, 200), in_memory=in_memory) for fmt in formats]
+    mask = image_file(tmp_path, filename="mask.png", data=mask_bytes(), in_memory=in_memory) if with_mask else None
+    prompt = 'a "quoted"\r\nprompt ✓'
+    ADAPTERS["openai"].edit(standin.connection(), ImageRequest(prompt=prompt, model=GPT, images=images, mask=mask, n=2))
+    received = standin.last
+    assert received.fields == {"prompt": prompt, "model": GPT, "n": "2"}
+    field = "image" if len(images) == 1 else "image[]"
+    parts = [(field, image) for image in images] + ([("mask", mask)] if mask else [])
+    assert [(f.name, f.filename, f.content_type, f.size, f.sha256) for f in received.files] == [
+        (name, image.filename, image.content_type, image.size, sha256(image)) for name, image in parts
+    ]
+    assert received.content_length == received.body_size and not received.chunked
+    assert "transfer-encoding" not in received.headers
+
+
+def test_a_filename_with_quotes_and_line_breaks_arrives_escaped(standin: StandIn, tmp_path: Path) -> None:
+    filename = 'a"b\r\nX-Injected: 1\r\n\r\nc.png'
+    image = image_file(tmp_path, filename=filename, in_memory=True)
+    ADAPTERS["openai"].edit(standin.connection(), ImageRequest(prompt="p", model=GPT, images=[image]))
+    (received,) = standin.last.files
+    # As browsers and httpx escape them: the quoted string cannot end early or start a header.
+    assert received.disposition == 'form-data; name="image"; filename="a%22b%0D%0AX-Injected: 1%0D%0A%0D%0Ac.png"'
+    assert received.filename == filename and received.sha256 == sha256(image)
+    assert standin.last.fields == {"prompt": "p", "model": GPT, "n": "1"}
+
+
+@pytest.mark.parametrize("size", [0, 1, 1024 * 1024 - 1, 1024 * 1024 + 1, 3_000_000])
+def test_form_data_is_what_httpx_writes_with_an_exact_length(size: int, tmp_path: Path) -> None:
+    raw = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    on_disk = image_file(tmp_path, data=raw, filename="d.png")
+    in_memory = image_file(tmp_path, data=raw[:1000], filename="m.png", in_memory=True)
+    fields = [("prompt", 'a "quoted"\r\nprompt ✓'), ("n", "2")]
+    odd_name = 'we"ird\r\nname\\\x01.png'
+    with on_disk.open() as disk, in_memory.open() as memory:
+        body = FormData(
+            fields, [FilePart("image[]", odd_name, disk, "image/png"), FilePart("mask", "m.png", memory, "image/png")]
+        )
+        sent = b"".join(iter(lambda: body.read(64 * 1024 + 7), b""))
+        disk.seek(0)
+        memory.seek(0)
+        expected = httpx.Request(
+            "POST",
+            "http://provider/v1/images/edits",
+            headers={"Content-Type": body.content_type},
+            data=dict(fields),
+            files=[("image[]", (odd_name, disk, "image/png")), ("mask", ("m.png", memory, "image/png"))],
+        )
+        assert sent == expected.read()
+    assert len(body) == len(sent) == int(expected.headers["Content-Length"])
+    assert body.content_type == f"multipart/form-data; boundary={body.boundary}"
+    # The file on disk stays in its file; the in-memory one is in the bytes after it.
+    assert [type(segment) for segment in body] == [bytes, FileRange, bytes]
 
 
 def test_response_format_is_dropped_for_gpt_image_models(standin: StandIn, tmp_path: Path) -> None:
