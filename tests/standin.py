@@ -28,11 +28,14 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import datetime
 import hashlib
 import io
+import ipaddress
 import json
 import re
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -45,6 +48,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import multipart
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from PIL import Image
 
 from edits_api.providers.base import Connection, ImageFile
@@ -157,6 +164,32 @@ def mask_file(directory: Path, size: tuple[int, int] = (64, 64)) -> ImageFile:
     return image_file(directory, "png", size, filename="mask.png", data=mask_bytes(size))
 
 
+def tls_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, as PEM files: a client trusts it with
+    SSL_CERT_FILE set to the certificate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "stand-in")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "standin-cert.pem", directory / "standin-key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_file, key_file
+
+
 @dataclass(frozen=True)
 class FilePart:
     name: str  # the form field, e.g. "image" or "image[]"
@@ -230,10 +263,17 @@ class Route:
 
 
 class StandIn:
-    """The server. Use as a context manager, or through the `standin` fixture."""
+    """The server. Use as a context manager, or through the `standin` fixture. With a
+    `certificate` (see `tls_certificate`) it speaks HTTPS."""
 
-    def __init__(self) -> None:
+    def __init__(self, certificate: tuple[Path, Path] | None = None) -> None:
         self._server = _Server(("127.0.0.1", 0), _Handler)
+        scheme = "http"
+        if certificate is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*certificate)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            scheme = "https"
         self._server.standin = self
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._lock = threading.Lock()
@@ -245,7 +285,7 @@ class StandIn:
         self._luma: dict[str, LumaGeneration] = {}
         # How many polls a Luma generation takes to finish (0: it never does).
         self.luma_polls_until_done = 1
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.url = f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
         self.openai_url = f"{self.url}/v1"
         self.gemini_url = f"{self.url}/v1beta"
         self.azure_url = f"{self.url}/openai"

@@ -1,5 +1,6 @@
 """A multipart/form-data request body, written as openai-python (httpx) writes it, whose files are
-not copied into it: a file on disk stays a range of that file, read only as it is sent.
+not copied into it: a file on disk stays a range of that file, to be sent from the file itself
+(providers/http.py sends it with sendfile where it can).
 
 Byte for byte what httpx sends: a random 32-hex-digit boundary; each part
 ``--boundary\\r\\nContent-Disposition: form-data; name="..."`` (with ``; filename="..."`` and a

@@ -6,8 +6,10 @@ import base64
 import hashlib
 import io
 import json
+import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +25,8 @@ from edits_api.providers.formdata import FilePart, FileRange, FormData
 from edits_api.providers.gemini import GenerateContentBody, image_config
 from edits_api.providers.refusal import GenerationOnlyAdapter
 from entities.catalog import PROVIDERS
-from tests.standin import StandIn, image_file, mask_bytes, mask_file
+from tests.hostile import Hostile
+from tests.standin import StandIn, image_file, mask_bytes, mask_file, tls_certificate
 
 TOKEN = "sk-live-SECRET-0123456789abcdef"
 GPT = "gpt-image-1.5"
@@ -491,6 +494,91 @@ def test_slow_upload_is_cut_at_the_deadline(standin: StandIn) -> None:
         http.send(connection, "POST", f"{standin.openai_url}/images/edits", headers={}, data=SlowBody())
     assert timed_out.value.code == "upstream_timeout"
     assert time.monotonic() - started < 1.0
+
+
+# -- large uploads: files on disk go from the file to the socket ------------------------------------
+
+
+def spooled_image(directory: Path, size: int) -> tuple[ImageFile, str]:
+    """A file on disk of `size` bytes (written 1 MiB at a time, never whole in memory), as Django
+    spools a large upload, and its sha256."""
+    path, digest = directory / "big.png", hashlib.sha256()
+    with path.open("wb") as out:
+        for start in range(0, size, 1024 * 1024):
+            block = os.urandom(min(1024 * 1024, size - start))
+            digest.update(block)
+            out.write(block)
+    return ImageFile("big.png", "image/png", size, 4000, 3000, path=str(path)), digest.hexdigest()
+
+
+def rss_peak_growth(action: Callable[[], object]) -> int:
+    """How many bytes above its RSS before `action` this process's RSS peaked while doing it."""
+    Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) starts again from the RSS now
+    before = _status_bytes("VmRSS")
+    action()
+    return _status_bytes("VmHWM") - before
+
+
+def _status_bytes(name: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{name}:"):
+            return int(line.split()[1]) * 1024
+    raise LookupError(name)
+
+
+def test_a_large_spooled_file_is_sent_whole_without_passing_through_memory(standin: StandIn, tmp_path: Path) -> None:
+    size = 20 * 1024 * 1024 + 3
+    image, digest = spooled_image(tmp_path, size)
+    request = ImageRequest(prompt="p", model=GPT, images=[image], mask=mask_file(tmp_path))
+    # The stand-in runs in this process too and hashes the upload as it arrives, 1 MiB at a time.
+    growth = rss_peak_growth(lambda: ADAPTERS["openai"].edit(standin.connection(), request))
+    received = standin.last
+    assert [(f.name, f.size, f.sha256) for f in received.files] == [
+        ("image", size, digest),
+        ("mask", len(mask_bytes()), hashlib.sha256(mask_bytes()).hexdigest()),
+    ]
+    assert received.content_length == received.body_size and not received.chunked
+    assert growth < size // 2, f"RSS grew by {growth / 2**20:.1f} MiB"
+
+
+def test_over_tls_a_file_on_disk_is_read_and_sent_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No sendfile through TLS: the file is read 1 MiB at a time (a short last block here).
+    certificate = tls_certificate(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))  # the provider's certificate is trusted
+    image, digest = spooled_image(tmp_path, 3 * 1024 * 1024 + 5)
+    with StandIn(certificate) as standin:
+        assert standin.openai_url.startswith("https://")
+        ADAPTERS["openai"].edit(standin.connection(), ImageRequest(prompt="p", model=GPT, images=[image]))
+        received = standin.last
+    assert [(f.size, f.sha256) for f in received.files] == [(image.size, digest)]
+    assert received.fields == {"prompt": "p", "model": GPT, "n": "1"}
+    assert received.content_length == received.body_size and not received.chunked
+
+
+def test_a_file_sent_in_full_leaves_the_outcome_unknown(standin: StandIn, tmp_path: Path) -> None:
+    # The provider reads the whole body, then never answers: it may have processed the edit.
+    standin.fail_next("hang")
+    image, _ = spooled_image(tmp_path, 3 * 1024 * 1024)
+    with pytest.raises(GatewayError) as failed:
+        ADAPTERS["openai"].edit(standin.connection(timeout_s=0.5), ImageRequest(prompt="p", model=GPT, images=[image]))
+    error = failed.value
+    assert (error.status, error.code, error.outcome_unknown) == (504, "upstream_timeout", True)
+    assert standin.last.files[0].size == image.size
+
+
+def test_a_provider_that_stops_reading_mid_upload_is_cut_at_the_deadline(hostile: Hostile, tmp_path: Path) -> None:
+    # More than the loopback socket buffers hold, so the upload stalls once they are full.
+    image, _ = spooled_image(tmp_path, 32 * 1024 * 1024)
+    connection = Connection("openai", "OpenAI", hostile.url + "/stall/v1", TOKEN, 1.0)
+    started = time.monotonic()
+    with pytest.raises(GatewayError) as failed:
+        ADAPTERS["openai"].edit(connection, ImageRequest(prompt="p", model=GPT, images=[image]))
+    elapsed = time.monotonic() - started
+    # As before sendfile: the stalled send times out at the deadline, and the provider never had
+    # the whole request (so another provider may take it).
+    error = failed.value
+    assert (error.status, error.code, error.outcome_unknown) == (502, "upstream_unreachable", False)
+    assert 0.9 < elapsed < 2.0
 
 
 @pytest.mark.parametrize("base_url", ["ftp://example.com/v1", "no-scheme/v1"])
