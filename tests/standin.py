@@ -28,13 +28,14 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import email.message
-import email.utils
+import datetime
 import hashlib
 import io
+import ipaddress
 import json
 import re
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -45,9 +46,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import multipart
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from PIL import Image
-from requests_toolbelt.multipart.decoder import MultipartDecoder
 
 from edits_api.providers.base import Connection, ImageFile
 from entities.catalog import PROVIDERS
@@ -159,13 +164,40 @@ def mask_file(directory: Path, size: tuple[int, int] = (64, 64)) -> ImageFile:
     return image_file(directory, "png", size, filename="mask.png", data=mask_bytes(size))
 
 
+def tls_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, as PEM files: a client trusts it with
+    SSL_CERT_FILE set to the certificate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "stand-in")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "standin-cert.pem", directory / "standin-key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_file, key_file
+
+
 @dataclass(frozen=True)
 class FilePart:
     name: str  # the form field, e.g. "image" or "image[]"
-    filename: str | None
+    filename: str | None  # decoded as a server does ("%22" is '"')
     content_type: str | None
     size: int
     sha256: str
+    disposition: str = ""  # the Content-Disposition header as it came
 
 
 @dataclass(frozen=True)
@@ -231,10 +263,17 @@ class Route:
 
 
 class StandIn:
-    """The server. Use as a context manager, or through the `standin` fixture."""
+    """The server. Use as a context manager, or through the `standin` fixture. With a
+    `certificate` (see `tls_certificate`) it speaks HTTPS."""
 
-    def __init__(self) -> None:
+    def __init__(self, certificate: tuple[Path, Path] | None = None) -> None:
         self._server = _Server(("127.0.0.1", 0), _Handler)
+        scheme = "http"
+        if certificate is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*certificate)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            scheme = "https"
         self._server.standin = self
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._lock = threading.Lock()
@@ -246,7 +285,7 @@ class StandIn:
         self._luma: dict[str, LumaGeneration] = {}
         # How many polls a Luma generation takes to finish (0: it never does).
         self.luma_polls_until_done = 1
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.url = f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
         self.openai_url = f"{self.url}/v1"
         self.gemini_url = f"{self.url}/v1beta"
         self.azure_url = f"{self.url}/openai"
@@ -341,8 +380,7 @@ class StandIn:
 
     def _handle(self, handler: _Handler) -> None:
         url = urlsplit(handler.path)
-        body, chunked = handler.read_body()
-        recorded = _parse(handler, url.path, parse_qs(url.query), body, chunked)
+        recorded = _receive(handler, url.path, parse_qs(url.query))
         self._record(recorded)
         if handler.command == "GET" and url.path.startswith("/files/"):
             stored = self._files.get(url.path.removeprefix("/files/"))
@@ -746,16 +784,14 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def read_body(self) -> tuple[bytes, bool]:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
-            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
-                pass
-            return b"".join(chunks), True
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0)), False
+    def read_chunked(self) -> bytes:
+        chunks = []
+        while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline()
+        while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
+            pass
+        return b"".join(chunks)
 
     def reply(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
@@ -891,36 +927,65 @@ def _error(protocol: str, status: int, message: str, code: str | None, param: st
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
-def _parse(handler: _Handler, path: str, query: dict[str, list[str]], body: bytes, chunked: bool) -> Recorded:
+def _receive(handler: _Handler, path: str, query: dict[str, list[str]]) -> Recorded:
+    """The request as it came. A multipart body is parsed as it arrives and its files hashed, never
+    held whole, so a large upload costs the stand-in (in a test's own process) no memory."""
     headers = {name.lower(): value for name, value in handler.headers.items()}
-    recorded = Recorded(handler.command, path, query, headers, len(body), chunked, handler.client_address[1])
+    chunked = headers.get("transfer-encoding", "").lower() == "chunked"
+    stream: io.BufferedIOBase = handler.rfile
+    size = int(headers.get("content-length") or 0)
+    if chunked:
+        body = handler.read_chunked()
+        stream, size = io.BytesIO(body), len(body)
+    recorded = Recorded(handler.command, path, query, headers, 0, chunked, handler.client_address[1])
     content_type = headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data") and body:
-        for part in MultipartDecoder(body, content_type).parts:
-            disposition = email.message.Message()
-            disposition["content-disposition"] = part.headers.get(b"Content-Disposition", b"").decode()
-            name = email.utils.collapse_rfc2231_value(disposition.get_param("name", "", "content-disposition"))
-            filename = disposition.get_filename()
-            if filename is None:
-                recorded.fields[name] = part.content.decode()
-            else:
-                part_type = part.headers.get(b"Content-Type")
-                recorded.files.append(
-                    FilePart(
-                        name=name,
-                        filename=filename,
-                        content_type=part_type.decode() if part_type else None,
-                        size=len(part.content),
-                        sha256=hashlib.sha256(part.content).hexdigest(),
-                    )
-                )
-    elif content_type.startswith("application/json") and body:
+    if content_type.startswith("multipart/form-data") and size:
+        recorded.body_size = _read_form(recorded, stream, size, content_type)
+        return recorded
+    body = stream.read(size)
+    recorded.body_size = len(body)
+    if content_type.startswith("application/json") and body:
         try:
             recorded.json = json.loads(body)
         except ValueError:
             recorded.json = None
         recorded.inline_images = _inline_images(recorded.json)
     return recorded
+
+
+def _read_form(recorded: Recorded, stream: io.BufferedIOBase, size: int, content_type: str) -> int:
+    """The fields and files of a multipart body of `size` bytes, into `recorded`; the bytes read."""
+    taken = 0
+
+    def read(wanted: int) -> bytes:
+        nonlocal taken
+        chunk = stream.read(min(wanted, size - taken))
+        taken += len(chunk)
+        return chunk
+
+    boundary = multipart.parse_options_header(content_type)[1].get("boundary", "")
+    parser = multipart.PushMultipartParser(boundary, content_length=size)
+    segment: Any = None
+    value, digest = bytearray(), hashlib.sha256()
+    for event in parser.parse_blocking(read, chunk_size=1024 * 1024):
+        if isinstance(event, multipart.MultipartSegment):  # a part starts: its headers
+            segment, value, digest = event, bytearray(), hashlib.sha256()
+        elif event is not None:  # a piece of its content
+            if segment.filename is None:
+                value += event
+            else:
+                digest.update(event)
+        elif segment.filename is None:  # the end of a field
+            recorded.fields[segment.name] = value.decode()
+        else:  # the end of a file
+            disposition = segment.header("Content-Disposition", "")
+            content_type = segment.header("Content-Type")
+            recorded.files.append(
+                FilePart(segment.name, segment.filename, content_type, segment.size, digest.hexdigest(), disposition)
+            )
+    while read(1024 * 1024):  # anything after the closing boundary
+        pass
+    return taken
 
 
 def _inline_images(document: Any) -> list[InlineImage]:

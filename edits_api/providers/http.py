@@ -15,14 +15,15 @@ from __future__ import annotations
 import base64
 import email.utils
 import functools
-import io
 import ipaddress
 import json
 import math
+import os
 import re
 import socket
+import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -47,6 +48,7 @@ from urllib3.util.connection import allowed_gai_family
 from edits_api import turns
 from edits_api.errors import GatewayError
 from edits_api.providers.base import Connection, ImageItem, ImageResult
+from edits_api.providers.formdata import FileRange, FormData
 
 # Bounds on what we hold in memory from an upstream: a JSON answer may carry up to ten large
 # base64 images; an error answer only its error fields.
@@ -213,14 +215,37 @@ def _connect_public(conn: HTTPConnection) -> socket.socket:
     raise NewConnectionError(conn, f"Failed to establish a new connection: {last_error}")
 
 
-class _PublicHTTPConnection(HTTPConnection):
+class _HTTPConnection(HTTPConnection):
+    """Sends a request body's file pieces itself (`_FilePiece.send_to`): with sendfile on a plain TCP
+    connection, so a file on disk goes to the provider without passing through Python."""
+
+    def send(self, data: Any) -> None:
+        if isinstance(data, _FilePiece):
+            data.send_to(self.sock)
+        else:
+            super().send(data)
+
+
+class _HTTPSConnection(_HTTPConnection, HTTPSConnection):
+    pass
+
+
+class _PublicHTTPConnection(_HTTPConnection):
     def _new_conn(self) -> socket.socket:
         return _connect_public(self)
 
 
-class _PublicHTTPSConnection(HTTPSConnection):
+class _PublicHTTPSConnection(_HTTPSConnection):
     def _new_conn(self) -> socket.socket:
         return _connect_public(self)
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
 
 
 class _PublicHTTPPool(HTTPConnectionPool):
@@ -231,19 +256,22 @@ class _PublicHTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _PublicHTTPSConnection
 
 
-def _pool_manager() -> urllib3.PoolManager:
+def _pool_manager(plain: type[HTTPConnectionPool], tls: type[HTTPSConnectionPool]) -> urllib3.PoolManager:
     # One kept-alive connection per thread that may be calling the same provider at once. Bodies
     # go out 1 MiB at a time: urllib3's 16 KiB blocks made a 50 MB edit spend 1.1 s in the
     # provider call instead of 0.35 s.
-    return urllib3.PoolManager(num_pools=16, maxsize=settings.PROVIDER_POOL_SIZE, retries=False, blocksize=_SEND_BLOCK)
+    manager = urllib3.PoolManager(
+        num_pools=16, maxsize=settings.PROVIDER_POOL_SIZE, retries=False, blocksize=_SEND_BLOCK
+    )
+    manager.pool_classes_by_scheme = {"http": plain, "https": tls}
+    return manager
 
 
-_providers = _pool_manager()
+_providers = _pool_manager(_HTTPPool, _HTTPSPool)
 # Image URLs: public addresses only (the address connected to is checked), or any address for
 # entities that opt in.
-_fetch_public = _pool_manager()
-_fetch_public.pool_classes_by_scheme = {"http": _PublicHTTPPool, "https": _PublicHTTPSPool}
-_fetch_any = _pool_manager()
+_fetch_public = _pool_manager(_PublicHTTPPool, _PublicHTTPSPool)
+_fetch_any = _pool_manager(_HTTPPool, _HTTPSPool)
 
 
 # -- request bodies --------------------------------------------------------------------------------
@@ -262,32 +290,87 @@ class _TooLarge(Exception):
 class _TrackedBody:
     """A request body that knows when it was sent in full and cannot outlive the deadline.
 
-    urllib3 pulls the body through ``read`` and asks for the next chunk only once the previous one
-    was sent, so the read that finds the end means the provider has the whole request.
+    urllib3 sends the chunks of an iterable body one by one, asking for the next only once the
+    previous one was sent, so the iteration that finds the end means the provider has the whole
+    request. Chunks are views of bytes and `_FilePiece`s (a file on disk, sent by the connection).
     """
 
     def __init__(self, body: Any, deadline: float) -> None:
         self._body = body
         self._deadline = deadline
-        # bytes (wrapped here), or a stream that knows its length (`__len__`, or `len` as
-        # requests-toolbelt's MultipartEncoder has it): providers get a Content-Length.
-        self._length = len(body.getbuffer()) if isinstance(body, io.BytesIO) else _stream_length(body)
+        # bytes, a FormData or a stream that knows its length: providers get a Content-Length.
+        self._length = len(body)
         self.sent = False
 
     def __len__(self) -> int:
         return self._length
 
-    def read(self, size: int = -1) -> bytes:
-        if time.monotonic() > self._deadline:
+    def __iter__(self) -> Iterator[memoryview | bytes | _FilePiece]:
+        for chunk in self._chunks():
+            if time.monotonic() > self._deadline:
+                raise _DeadlineExceeded
+            yield chunk
+        self.sent = True
+
+    def _chunks(self) -> Iterator[memoryview | bytes | _FilePiece]:
+        if isinstance(self._body, bytes):
+            yield from _blocks(self._body)
+        elif isinstance(self._body, FormData):
+            for segment in self._body:
+                if isinstance(segment, FileRange):
+                    yield _FilePiece(segment, self._deadline)
+                else:
+                    yield from _blocks(segment)
+        else:
+            while chunk := self._body.read(_SEND_BLOCK):
+                yield chunk
+
+
+def _blocks(data: bytes) -> Iterator[memoryview]:
+    """`data` in blocks, so the deadline is checked between them; views, not copies."""
+    view = memoryview(data)
+    for start in range(0, len(view), _SEND_BLOCK):
+        yield view[start : start + _SEND_BLOCK]
+
+
+class _FilePiece:
+    """A file on disk in a request body, sent by the connection (`_HTTPConnection.send`), in blocks
+    each bounded by what is left of the deadline."""
+
+    def __init__(self, part: FileRange, deadline: float) -> None:
+        self._part = part
+        self._deadline = deadline
+
+    def __len__(self) -> int:  # urllib3 skips a chunk that is empty
+        return self._part.count
+
+    def send_to(self, sock: socket.socket) -> None:
+        file, offset, end = self._part.file, self._part.offset, self._part.offset + self._part.count
+        if isinstance(sock, ssl.SSLSocket):
+            # TLS is encrypted in this process: the file is read, into one reused buffer.
+            buffer = memoryview(bytearray(min(_SEND_BLOCK, self._part.count)))
+            while offset < end:
+                read = os.preadv(file.fileno(), [buffer[: end - offset]], offset)
+                if not read:
+                    raise EOFError(f"a file part ended before its {self._part.count} bytes")
+                self._bound(sock)
+                sock.sendall(buffer[:read])
+                offset += read
+            return
+        # A plain TCP socket: the kernel copies from the page cache to the socket.
+        while offset < end:
+            count = min(_SEND_BLOCK, end - offset)
+            self._bound(sock)
+            if sock.sendfile(file, offset, count) != count:
+                raise EOFError(f"a file part ended before its {self._part.count} bytes")
+            offset += count
+
+    def _bound(self, sock: socket.socket) -> None:
+        """The next block's socket timeout: what is left of the deadline."""
+        left = self._deadline - time.monotonic()
+        if left <= 0:
             raise _DeadlineExceeded
-        chunk = self._body.read(size)
-        if not chunk:
-            self.sent = True
-        return chunk.encode() if isinstance(chunk, str) else chunk
-
-
-def _stream_length(body: Any) -> int:
-    return len(body) if hasattr(body, "__len__") else int(body.len)
+        sock.settimeout(left)
 
 
 # -- errors ----------------------------------------------------------------------------------------
@@ -343,7 +426,8 @@ def send(
 ) -> Answer:
     """Make one call within ``connection.timeout_s`` and return the 2xx answer, body read.
 
-    ``data`` is bytes or a file-like object with a known length (streamed with Content-Length).
+    ``data`` is bytes, a FormData, or a stream with ``read`` and ``len()``; it goes with a
+    Content-Length.
     ``deadline`` (time.monotonic()) lets several calls share one budget.
     With ``upstream_errors_pass_through`` an upstream 4xx keeps its status; otherwise it is a 502.
     """
@@ -416,7 +500,7 @@ def _exchange(
         headers = {"Content-Type": "application/json", **headers}
     if isinstance(data, str):
         data = data.encode()
-    body = _TrackedBody(io.BytesIO(data) if isinstance(data, bytes) else data, deadline) if data is not None else None
+    body = _TrackedBody(data, deadline) if data is not None else None
     headers = {**_DEFAULT_HEADERS, **headers}
     if body is not None:
         headers["Content-Length"] = str(len(body))

@@ -15,8 +15,6 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from requests_toolbelt import MultipartEncoder
-
 from edits_api.errors import GatewayError, invalid
 from edits_api.providers import http, shape
 from edits_api.providers.base import (
@@ -27,6 +25,7 @@ from edits_api.providers.base import (
     ProbeTarget,
     ProviderAdapter,
 )
+from edits_api.providers.formdata import FilePart, FormData
 from entities import vocabulary
 from entities.catalog import AZURE_EDIT_SINCE, Operation, azure_can_edit
 
@@ -67,20 +66,20 @@ class OpenAIAdapter(ProviderAdapter):
         _checked(connection, request, Operation.GENERATION)
 
     def edit(self, connection: Connection, request: ImageRequest) -> ImageResult:
-        """POST {base}/images/edits as multipart, files streamed from disk with a Content-Length."""
+        """POST {base}/images/edits as multipart with a Content-Length, files sent from disk as they are."""
         self.check_edit(connection, request)
-        fields: list[tuple[str, Any]] = [
-            (name, str(value)) for name, value in self.fields(connection, request, edit=True).items()
-        ]
+        fields = [(name, str(value)) for name, value in self.fields(connection, request, edit=True).items()]
         # Named as openai-python sends them: `image` for one file, `image[]` for each of several.
         image_field = "image" if len(request.images) == 1 else "image[]"
         with contextlib.ExitStack() as files:
-            for image in request.images:
-                fields.append((image_field, (image.filename, files.enter_context(image.open()), image.content_type)))
+            parts = [
+                FilePart(image_field, image.filename, files.enter_context(image.open()), image.content_type)
+                for image in request.images
+            ]
             if request.mask is not None:
                 mask = request.mask
-                fields.append(("mask", (mask.filename, files.enter_context(mask.open()), mask.content_type)))
-            body = MultipartEncoder(fields=fields)
+                parts.append(FilePart("mask", mask.filename, files.enter_context(mask.open()), mask.content_type))
+            body = FormData(fields, parts)
             payload = self.call(
                 connection,
                 lambda: http.send_json(

@@ -6,11 +6,14 @@ import base64
 import hashlib
 import io
 import json
+import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 from openai import OpenAI
 from PIL import Image
@@ -18,10 +21,12 @@ from PIL import Image
 from edits_api.errors import GatewayError
 from edits_api.providers import ADAPTERS, adapter_for, http
 from edits_api.providers.base import Connection, ImageFile, ImageRequest
+from edits_api.providers.formdata import FilePart, FileRange, FormData
 from edits_api.providers.gemini import GenerateContentBody, image_config
 from edits_api.providers.refusal import GenerationOnlyAdapter
 from entities.catalog import PROVIDERS
-from tests.standin import StandIn, image_file, mask_file
+from tests.hostile import Hostile
+from tests.standin import StandIn, image_file, mask_bytes, mask_file, tls_certificate
 
 TOKEN = "sk-live-SECRET-0123456789abcdef"
 GPT = "gpt-image-1.5"
@@ -117,6 +122,67 @@ def test_openai_edit_streams_with_a_content_length(in_memory: bool, standin: Sta
     assert not received.chunked and "transfer-encoding" not in received.headers
     assert received.content_length == received.body_size
     assert received.files[0].size == image.size and received.files[0].sha256 == sha256(image)
+
+
+@pytest.mark.parametrize(
+    ("formats", "with_mask"), [(["png"], False), (["png", "jpeg", "webp"], False), (["png"], True)]
+)
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_openai_edit_body_holds_exactly_what_was_sent(
+    formats: list[str], with_mask: bool, in_memory: bool, standin: StandIn, tmp_path: Path
+) -> None:
+    images = [image_file(tmp_path, fmt, size=(300, 200), in_memory=in_memory) for fmt in formats]
+    mask = image_file(tmp_path, filename="mask.png", data=mask_bytes(), in_memory=in_memory) if with_mask else None
+    prompt = 'a "quoted"\r\nprompt ✓'
+    ADAPTERS["openai"].edit(standin.connection(), ImageRequest(prompt=prompt, model=GPT, images=images, mask=mask, n=2))
+    received = standin.last
+    assert received.fields == {"prompt": prompt, "model": GPT, "n": "2"}
+    field = "image" if len(images) == 1 else "image[]"
+    parts = [(field, image) for image in images] + ([("mask", mask)] if mask else [])
+    assert [(f.name, f.filename, f.content_type, f.size, f.sha256) for f in received.files] == [
+        (name, image.filename, image.content_type, image.size, sha256(image)) for name, image in parts
+    ]
+    assert received.content_length == received.body_size and not received.chunked
+    assert "transfer-encoding" not in received.headers
+
+
+def test_a_filename_with_quotes_and_line_breaks_arrives_escaped(standin: StandIn, tmp_path: Path) -> None:
+    filename = 'a"b\r\nX-Injected: 1\r\n\r\nc.png'
+    image = image_file(tmp_path, filename=filename, in_memory=True)
+    ADAPTERS["openai"].edit(standin.connection(), ImageRequest(prompt="p", model=GPT, images=[image]))
+    (received,) = standin.last.files
+    # As browsers and httpx escape them: the quoted string cannot end early or start a header.
+    assert received.disposition == 'form-data; name="image"; filename="a%22b%0D%0AX-Injected: 1%0D%0A%0D%0Ac.png"'
+    assert received.filename == filename and received.sha256 == sha256(image)
+    assert standin.last.fields == {"prompt": "p", "model": GPT, "n": "1"}
+
+
+@pytest.mark.parametrize("size", [0, 1, 1024 * 1024 - 1, 1024 * 1024 + 1, 3_000_000])
+def test_form_data_is_what_httpx_writes_with_an_exact_length(size: int, tmp_path: Path) -> None:
+    raw = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    on_disk = image_file(tmp_path, data=raw, filename="d.png")
+    in_memory = image_file(tmp_path, data=raw[:1000], filename="m.png", in_memory=True)
+    fields = [("prompt", 'a "quoted"\r\nprompt ✓'), ("n", "2")]
+    odd_name = 'we"ird\r\nname\\\x01.png'
+    with on_disk.open() as disk, in_memory.open() as memory:
+        body = FormData(
+            fields, [FilePart("image[]", odd_name, disk, "image/png"), FilePart("mask", "m.png", memory, "image/png")]
+        )
+        sent = b"".join(iter(lambda: body.read(64 * 1024 + 7), b""))
+        disk.seek(0)
+        memory.seek(0)
+        expected = httpx.Request(
+            "POST",
+            "http://provider/v1/images/edits",
+            headers={"Content-Type": body.content_type},
+            data=dict(fields),
+            files=[("image[]", (odd_name, disk, "image/png")), ("mask", ("m.png", memory, "image/png"))],
+        )
+        assert sent == expected.read()
+    assert len(body) == len(sent) == int(expected.headers["Content-Length"])
+    assert body.content_type == f"multipart/form-data; boundary={body.boundary}"
+    # The file on disk stays in its file; the in-memory one is in the bytes after it.
+    assert [type(segment) for segment in body] == [bytes, FileRange, bytes]
 
 
 def test_response_format_is_dropped_for_gpt_image_models(standin: StandIn, tmp_path: Path) -> None:
@@ -428,6 +494,91 @@ def test_slow_upload_is_cut_at_the_deadline(standin: StandIn) -> None:
         http.send(connection, "POST", f"{standin.openai_url}/images/edits", headers={}, data=SlowBody())
     assert timed_out.value.code == "upstream_timeout"
     assert time.monotonic() - started < 1.0
+
+
+# -- large uploads: files on disk go from the file to the socket ------------------------------------
+
+
+def spooled_image(directory: Path, size: int) -> tuple[ImageFile, str]:
+    """A file on disk of `size` bytes (written 1 MiB at a time, never whole in memory), as Django
+    spools a large upload, and its sha256."""
+    path, digest = directory / "big.png", hashlib.sha256()
+    with path.open("wb") as out:
+        for start in range(0, size, 1024 * 1024):
+            block = os.urandom(min(1024 * 1024, size - start))
+            digest.update(block)
+            out.write(block)
+    return ImageFile("big.png", "image/png", size, 4000, 3000, path=str(path)), digest.hexdigest()
+
+
+def rss_peak_growth(action: Callable[[], object]) -> int:
+    """How many bytes above its RSS before `action` this process's RSS peaked while doing it."""
+    Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) starts again from the RSS now
+    before = _status_bytes("VmRSS")
+    action()
+    return _status_bytes("VmHWM") - before
+
+
+def _status_bytes(name: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{name}:"):
+            return int(line.split()[1]) * 1024
+    raise LookupError(name)
+
+
+def test_a_large_spooled_file_is_sent_whole_without_passing_through_memory(standin: StandIn, tmp_path: Path) -> None:
+    size = 20 * 1024 * 1024 + 3
+    image, digest = spooled_image(tmp_path, size)
+    request = ImageRequest(prompt="p", model=GPT, images=[image], mask=mask_file(tmp_path))
+    # The stand-in runs in this process too and hashes the upload as it arrives, 1 MiB at a time.
+    growth = rss_peak_growth(lambda: ADAPTERS["openai"].edit(standin.connection(), request))
+    received = standin.last
+    assert [(f.name, f.size, f.sha256) for f in received.files] == [
+        ("image", size, digest),
+        ("mask", len(mask_bytes()), hashlib.sha256(mask_bytes()).hexdigest()),
+    ]
+    assert received.content_length == received.body_size and not received.chunked
+    assert growth < size // 2, f"RSS grew by {growth / 2**20:.1f} MiB"
+
+
+def test_over_tls_a_file_on_disk_is_read_and_sent_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No sendfile through TLS: the file is read 1 MiB at a time (a short last block here).
+    certificate = tls_certificate(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))  # the provider's certificate is trusted
+    image, digest = spooled_image(tmp_path, 3 * 1024 * 1024 + 5)
+    with StandIn(certificate) as standin:
+        assert standin.openai_url.startswith("https://")
+        ADAPTERS["openai"].edit(standin.connection(), ImageRequest(prompt="p", model=GPT, images=[image]))
+        received = standin.last
+    assert [(f.size, f.sha256) for f in received.files] == [(image.size, digest)]
+    assert received.fields == {"prompt": "p", "model": GPT, "n": "1"}
+    assert received.content_length == received.body_size and not received.chunked
+
+
+def test_a_file_sent_in_full_leaves_the_outcome_unknown(standin: StandIn, tmp_path: Path) -> None:
+    # The provider reads the whole body, then never answers: it may have processed the edit.
+    standin.fail_next("hang")
+    image, _ = spooled_image(tmp_path, 3 * 1024 * 1024)
+    with pytest.raises(GatewayError) as failed:
+        ADAPTERS["openai"].edit(standin.connection(timeout_s=0.5), ImageRequest(prompt="p", model=GPT, images=[image]))
+    error = failed.value
+    assert (error.status, error.code, error.outcome_unknown) == (504, "upstream_timeout", True)
+    assert standin.last.files[0].size == image.size
+
+
+def test_a_provider_that_stops_reading_mid_upload_is_cut_at_the_deadline(hostile: Hostile, tmp_path: Path) -> None:
+    # More than the loopback socket buffers hold, so the upload stalls once they are full.
+    image, _ = spooled_image(tmp_path, 32 * 1024 * 1024)
+    connection = Connection("openai", "OpenAI", hostile.url + "/stall/v1", TOKEN, 1.0)
+    started = time.monotonic()
+    with pytest.raises(GatewayError) as failed:
+        ADAPTERS["openai"].edit(connection, ImageRequest(prompt="p", model=GPT, images=[image]))
+    elapsed = time.monotonic() - started
+    # As before sendfile: the stalled send times out at the deadline, and the provider never had
+    # the whole request (so another provider may take it).
+    error = failed.value
+    assert (error.status, error.code, error.outcome_unknown) == (502, "upstream_unreachable", False)
+    assert 0.9 < elapsed < 2.0
 
 
 @pytest.mark.parametrize("base_url", ["ftp://example.com/v1", "no-scheme/v1"])
