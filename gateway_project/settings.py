@@ -121,6 +121,10 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql"):
         "timeout": 3,
     }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # Two workers write one file (`make run`): a transaction takes the write lock when it begins,
+    # waiting for it (the busy timeout), instead of failing at once with "database is locked"
+    # when its first read has to turn into a write while the other worker writes.
+    DATABASES["default"].setdefault("OPTIONS", {})["transaction_mode"] = "IMMEDIATE"
     # A file, not memory, so a gunicorn started by a test sees the test database; one per run.
     DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"gateway-test-{os.getpid()}.sqlite3")}
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True

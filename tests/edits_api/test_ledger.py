@@ -4,6 +4,7 @@ settlement, and a full buffer spills to the journal instead of dropping rows."""
 from __future__ import annotations
 
 import io
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from django.db import DatabaseError, connection, connections
 from django.utils import timezone
 
 from edits_api.accounting import ledger
@@ -102,3 +104,32 @@ def test_a_job_records_through_the_same_function_success_or_failure() -> None:
 
     rows = {r.request_id: (r.channel, r.status, r.error_code) for r in UsageRecord.objects.all()}
     assert rows == {"job-ok": ("job", 200, ""), "job-failed": ("job", 400, "invalid_value")}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_writers_on_one_sqlite_file_wait_for_each_other_instead_of_failing() -> None:
+    # Two gunicorn workers on SQLite (`make run`) each have a ledger writer. A write transaction
+    # that began with a read failed at once with "database is locked" when the other wrote
+    # meanwhile, and its rows went to the journal; beginning IMMEDIATE makes it wait its turn.
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's locking only")
+    failures: list[str] = []
+
+    def write(worker: int) -> None:
+        try:
+            for i in range(40):
+                row = finished(f"req-lock-{worker}-{i}", key=f"client-{worker}", reserved="0.1").row()
+                ledger.store_rows([{**row, "cost_usd": "0.1"}])
+        except DatabaseError as exc:
+            failures.append(str(exc))
+        finally:
+            connections.close_all()
+
+    writers = [threading.Thread(target=write, args=(worker,)) for worker in range(4)]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join(60)
+
+    assert failures == []
+    assert UsageRecord.objects.filter(request_id__startswith="req-lock-").count() == 160
