@@ -7,7 +7,6 @@ and a chunked or lying body is counted while it streams and cut off at the limit
 from __future__ import annotations
 
 import contextlib
-import html
 import io
 import logging
 from collections.abc import Iterator
@@ -121,7 +120,8 @@ def multipart_upload(request: HttpRequest, *, limit: int) -> Iterator[Upload]:
         )
     check_declared_length(request, limit)
     declared = declared_length(request)
-    form = _Form(request.encoding or settings.DEFAULT_CHARSET, in_memory=(declared or limit) <= _memory_limit())
+    in_memory = (declared or limit) <= settings.FILE_UPLOAD_MAX_MEMORY_SIZE
+    form = _Form(request.encoding or settings.DEFAULT_CHARSET, in_memory=in_memory)
     try:
         _parse(capped_body(request, limit), _boundary(content_type), declared, form)
     except BaseException:
@@ -133,10 +133,6 @@ def multipart_upload(request: HttpRequest, *, limit: int) -> Iterator[Upload]:
         yield upload
     finally:
         form.close()
-
-
-def _memory_limit() -> int:
-    return int(settings.FILE_UPLOAD_MAX_MEMORY_SIZE)
 
 
 def _boundary(content_type: str) -> bytes:
@@ -189,6 +185,8 @@ class _Form:
         self.fields: dict[str, list[str]] = {}
         self.files: dict[str, list[UploadedFile]] = {}
         self.segments = 0
+        self._file_count = 0
+        self._field_count = 0
         self._field_bytes = 0
         self._name = ""
         self._text: list[bytes] | None = None  # the field being read
@@ -221,15 +219,16 @@ class _Form:
         if filename is None and "filename*" in (disposition := segment.header("Content-Disposition", "")):
             # RFC 2231's filename*=UTF-8''..., which some clients send (multipart reads only filename).
             filename = parse_header_parameters(disposition)[1].get("filename")
-        if filename:  # an empty filename is a text field (as browsers and Django read it)
-            name = _file_name(filename)
-            if name is None:  # skipped, as Django did
-                return
-            if sum(map(len, self.files.values())) >= settings.DATA_UPLOAD_MAX_NUMBER_FILES:
+        # An empty filename is a text field (as browsers and Django read it). A file's name keeps no
+        # path (UploadedFile) and is sanitized again before it goes to a provider (validation.py).
+        if filename:
+            self._file_count += 1
+            if self._file_count > settings.DATA_UPLOAD_MAX_NUMBER_FILES:
                 raise malformed(f"more than {settings.DATA_UPLOAD_MAX_NUMBER_FILES} files")
-            self._file = self._new_file(name, segment.content_type or "")
+            self._file = self._new_file(filename, segment.content_type or "")
         else:
-            if sum(map(len, self.fields.values())) >= settings.DATA_UPLOAD_MAX_NUMBER_FIELDS:
+            self._field_count += 1
+            if self._field_count > settings.DATA_UPLOAD_MAX_NUMBER_FIELDS:
                 raise malformed(f"more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} fields")
             self._text = []
 
@@ -257,12 +256,6 @@ class _Form:
             for file in file_list:
                 with contextlib.suppress(OSError):
                     file.close()
-
-
-def _file_name(raw: str) -> str | None:
-    """The last path segment, printable characters only; None for names that are no file name."""
-    name = "".join(char for char in html.unescape(raw).rsplit("/")[-1].rsplit("\\")[-1] if char.isprintable())
-    return None if name in {"", ".", ".."} else name
 
 
 def _check_text(fields: dict[str, list[str]], encoding: str) -> None:

@@ -21,8 +21,6 @@ from typing import BinaryIO, NamedTuple
 # end the header and start another, a '"' end the quoted string.
 _ESCAPES = {ord('"'): "%22", ord("\\"): "\\\\"} | {c: f"%{c:02X}" for c in range(0x20) if c != 0x1B}
 
-_READ_BLOCK = 1024 * 1024
-
 
 class FilePart(NamedTuple):
     name: str  # the form field, e.g. "image" or "image[]"
@@ -44,9 +42,9 @@ class FormData:
     """The body: bytes (everything between files, and in-memory files), and file ranges.
 
     ``len()`` is exact up front (file sizes from fstat, nothing read), so the request carries a
-    Content-Length. Iterating gives the segments to send in order; ``read(size)`` gives the same
-    bytes as a stream. A body whose files are all in memory (BytesIO, e.g. the uploads Django keeps
-    in memory) is one bytes object.
+    Content-Length. Iterating gives the segments to send in order (providers/http.py sends them).
+    A body whose files are all in memory (BytesIO, e.g. the uploads Django keeps in memory) is one
+    bytes object.
     """
 
     def __init__(self, fields: Iterable[tuple[str, str]], files: Iterable[FilePart]) -> None:
@@ -72,8 +70,6 @@ class FormData:
         segments.append(b"".join(pending))
         self._segments = segments
         self._length = sum(len(s) if isinstance(s, bytes) else s.count for s in segments)
-        self._unread: Iterator[bytes] = self._blocks()
-        self._block = b""
 
     @property
     def content_type(self) -> str:
@@ -84,34 +80,6 @@ class FormData:
 
     def __iter__(self) -> Iterator[bytes | FileRange]:
         return iter(self._segments)
-
-    def read(self, size: int = -1) -> bytes:
-        """The next ``size`` bytes (all that is left when negative); fewer only at the end."""
-        out: list[bytes] = []
-        wanted = size if size >= 0 else self._length
-        while wanted > 0:
-            if not self._block:
-                self._block = next(self._unread, b"")
-                if not self._block:
-                    break
-            piece, self._block = self._block[:wanted], self._block[wanted:]
-            out.append(piece)
-            wanted -= len(piece)
-        return out[0] if len(out) == 1 else b"".join(out)
-
-    def _blocks(self) -> Iterator[bytes]:
-        for segment in self._segments:
-            if isinstance(segment, bytes):
-                yield segment
-                continue
-            segment.file.seek(segment.offset)
-            left = segment.count
-            while left:
-                block = segment.file.read(min(left, _READ_BLOCK))
-                if not block:
-                    raise EOFError(f"a file part ended before its {segment.count} bytes")
-                left -= len(block)
-                yield block
 
 
 def _quoted(value: str) -> bytes:
