@@ -561,24 +561,30 @@ def entities_import(*, data: dict[str, Any]) -> ImportSummary:
     batches = [(_entities(problems, document, kind), step) for kind, step in phases]
     problems.raise_if_any()
     summary = ImportSummary()
-    with transaction.atomic():
-        # Routes name image models and keys name routes, so each kind is written before the next
-        # is checked; after a kind with errors, the next ones would only repeat them as missing refs.
-        for entities, step in batches:
-            for where, item in entities:
-                try:
-                    step(problems, where, item, summary)
-                    if connection.vendor == "postgresql":
-                        # PostgreSQL checks foreign keys at commit (Django declares them deferred), which may
-                        # be a caller's (the admin API's) and names no entity. Checked now, a ref to an entity
-                        # deleted meanwhile is refused here, and the entities referred to stay locked until
-                        # the commit. (SQLite's writer holds the whole database: nothing is deleted meanwhile.)
-                        connection.check_constraints()
-                except DatabaseError as exc:
-                    # The transaction cannot go on after a database error (PostgreSQL aborts it).
-                    _refused_by_database(problems, where, exc)
-                    problems.raise_if_any()
-            problems.raise_if_any()
+    try:
+        with transaction.atomic():
+            # Routes name image models and keys name routes, so each kind is written before the next
+            # is checked; after a kind with errors, the next ones would only repeat them as missing refs.
+            for entities, step in batches:
+                for where, item in entities:
+                    try:
+                        step(problems, where, item, summary)
+                        if connection.vendor == "postgresql":
+                            # PostgreSQL checks foreign keys at commit (Django declares them deferred), which may
+                            # be a caller's (the admin API's) and names no entity. Checked now, a ref to an entity
+                            # deleted meanwhile is refused here, and the entities referred to stay locked until
+                            # the commit. (SQLite's writer holds the whole database: nothing is deleted meanwhile.)
+                            connection.check_constraints()
+                    except DatabaseError as exc:
+                        # The transaction cannot go on after a database error (PostgreSQL aborts it).
+                        _refused_by_database(problems, where, exc)
+                        problems.raise_if_any()
+                problems.raise_if_any()
+    except DatabaseError as exc:
+        # Beginning or committing the transaction failed (SQLite waited for its lock past the busy
+        # timeout, or the connection was lost): nothing was written.
+        _refused_by_database(problems, "file", exc)
+        problems.raise_if_any()
     return summary
 
 
