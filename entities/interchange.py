@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.db import DatabaseError, IntegrityError, models, transaction
+from django.db import DatabaseError, IntegrityError, connection, models, transaction
 from django.utils.dateparse import parse_datetime
 
 from entities.crypto import UNDECRYPTABLE
@@ -259,7 +259,7 @@ def _snapshot(instance: models.Model) -> dict[str, Any]:
 # What a database refusal means to whoever imports; the database's own words go to the log.
 _CONFLICT = (
     "it conflicts with an entity written at the same time (its id, or a value that must be unique, is now "
-    "taken); nothing was written"
+    "taken, or an entity it refers to was deleted); nothing was written"
 )
 _UNAVAILABLE = "the database could not store it just now (busy or unavailable); nothing was written, try again"
 
@@ -536,6 +536,13 @@ def _import_api_key(problems: _Problems, where: str, item: Any, summary: ImportS
     summary.count("created" if created else "updated")
 
 
+def _refused_by_database(problems: _Problems, where: str, exc: DatabaseError) -> None:
+    # The database's own text names its constraints and quotes stored values (a key's secret hash,
+    # say), so it goes to the log; whoever imports learns what it means for them.
+    logger.warning("import of %s refused by the database (%s): %s", where, type(exc).__name__, exc)
+    problems.add(where, "", _CONFLICT if isinstance(exc, IntegrityError) else _UNAVAILABLE)
+
+
 def entities_import(*, data: dict[str, Any]) -> ImportSummary:
     """Upsert the file's image models, routes and API keys by id: all of them, or nothing.
 
@@ -554,21 +561,30 @@ def entities_import(*, data: dict[str, Any]) -> ImportSummary:
     batches = [(_entities(problems, document, kind), step) for kind, step in phases]
     problems.raise_if_any()
     summary = ImportSummary()
-    with transaction.atomic():
-        # Routes name image models and keys name routes, so each kind is written before the next
-        # is checked; after a kind with errors, the next ones would only repeat them as missing refs.
-        for entities, step in batches:
-            for where, item in entities:
-                try:
-                    step(problems, where, item, summary)
-                except DatabaseError as exc:
-                    # The transaction cannot go on after a database error (PostgreSQL aborts it). The
-                    # database's own text names its constraints and quotes stored values (a key's secret
-                    # hash, say), so it goes to the log; whoever imports learns what it means for them.
-                    logger.warning("import of %s refused by the database (%s): %s", where, type(exc).__name__, exc)
-                    problems.add(where, "", _CONFLICT if isinstance(exc, IntegrityError) else _UNAVAILABLE)
-                    problems.raise_if_any()
-            problems.raise_if_any()
+    try:
+        with transaction.atomic():
+            # Routes name image models and keys name routes, so each kind is written before the next
+            # is checked; after a kind with errors, the next ones would only repeat them as missing refs.
+            for entities, step in batches:
+                for where, item in entities:
+                    try:
+                        step(problems, where, item, summary)
+                        if connection.vendor == "postgresql":
+                            # PostgreSQL checks foreign keys at commit (Django declares them deferred), which may
+                            # be a caller's (the admin API's) and names no entity. Checked now, a ref to an entity
+                            # deleted meanwhile is refused here, and the entities referred to stay locked until
+                            # the commit. (SQLite's writer holds the whole database: nothing is deleted meanwhile.)
+                            connection.check_constraints()
+                    except DatabaseError as exc:
+                        # The transaction cannot go on after a database error (PostgreSQL aborts it).
+                        _refused_by_database(problems, where, exc)
+                        problems.raise_if_any()
+                problems.raise_if_any()
+    except DatabaseError as exc:
+        # Beginning or committing the transaction failed (SQLite waited for its lock past the busy
+        # timeout, or the connection was lost): nothing was written.
+        _refused_by_database(problems, "file", exc)
+        problems.raise_if_any()
     return summary
 
 

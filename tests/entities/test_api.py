@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -400,6 +400,8 @@ DATABASE_TEXT = (
     "_pkey",
     "secret_hash_key",
     "entities_",
+    "foreign key",
+    "FOREIGN KEY",
 )
 
 
@@ -455,6 +457,56 @@ def test_a_key_that_loses_the_race_for_its_secret_is_refused_without_the_databas
     assert answer.status_code in (400, 409), answer.text
     assert set(answer.json()["error"]) == {"message", "type", "param", "code"}
     assert list(ApiKey.objects.values_list("id", flat=True)) == ["key-first"]
+
+
+def deleted_meanwhile(
+    kind: services.EntityKind, entity_id: str, before_insert_into: str
+) -> AbstractContextManager[None]:
+    """While in effect, this connection's first INSERT into the table `before_insert_into` is held until
+    another connection has deleted the entity, through the service, and committed: an operator's DELETE
+    that lands after the import checked its refs and before it commits."""
+    deleted: list[str] = []
+
+    def delete() -> None:
+        try:
+            services.entity_delete(kind=kind, entity_id=entity_id)
+        finally:
+            connection.close()  # this thread's own connection, or the test database stays in use
+
+    def wrapper(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+        if not deleted and sql.startswith(f'INSERT INTO "{before_insert_into}"'):
+            with ThreadPoolExecutor(1) as pool:
+                pool.submit(delete).result(timeout=30)
+            deleted.append(entity_id)
+        return execute(sql, params, many, context)
+
+    return connection.execute_wrapper(wrapper)
+
+
+def test_a_route_whose_image_model_is_deleted_before_it_commits_is_refused_not_a_500(
+    client: Client, admin_token: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite's writer holds the database lock: no other connection can delete meanwhile")
+    # Django's test client, not the live server: the request runs on this thread's connection, so its
+    # INSERT is where the test makes the delete happen.
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {admin_token}"}
+    created = client.post("/api/v1/image-models", image_model(), content_type="application/json", **headers)
+    assert created.status_code == 201, created.text
+
+    # One ref, so the deletion comes after every check of the importer's. PostgreSQL checks the ref's
+    # foreign key when the transaction commits (Django declares it deferred).
+    one_ref = route(plugins=route()["plugins"][:1])
+    with deleted_meanwhile(services.IMAGE_MODELS, "img-openai", before_insert_into="entities_routeref"):
+        answer = client.post("/api/v1/routes", one_ref, content_type="application/json", **headers)
+
+    error = assert_error(answer, 400, "invalid_value", None)
+    assert "was deleted" in error["message"] and "nothing was written" in error["message"], error
+    assert_no_database_text(answer)
+    assert PROVIDER_TOKEN not in answer.text
+    # The database's own words go to the log, with the entity they were for.
+    assert "routes[0] (route-images)" in caplog.text and "foreign key" in caplog.text
+    assert not Route.objects.exists() and not ImageModel.objects.exists()
 
 
 def test_an_id_in_the_body_must_match_the_url(api: AdminApi) -> None:

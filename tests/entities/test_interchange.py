@@ -6,6 +6,9 @@ import copy
 import hashlib
 import io
 import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +203,46 @@ def test_a_bad_file_through_the_command_exits_with_an_error_and_writes_nothing(
         "image_models[2] (image-model-azure): config.options.edition: Azure OpenAI edits images from api_version "
         "2025-04-01-preview on; this entity's api_version 2024-02-01 cannot edit"
     ) in str(caught.value)
+    assert db_state() == {k: [] for k in db_state()}
+
+
+@contextmanager
+def another_connection_holding_sqlite(lock: str) -> Iterator[None]:
+    """Another connection to the test database in a transaction that holds its lock: a read, which makes
+    a commit wait (the rollback journal is only replaced once no reader is left), or a write, which makes
+    a BEGIN IMMEDIATE wait. This connection waits a tenth of a second for it, not the five of its setting."""
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA busy_timeout")
+        (busy_timeout,) = cursor.fetchone()
+        cursor.execute("PRAGMA busy_timeout = 100")
+    other = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE" if lock == "write" else "BEGIN")
+        other.execute("SELECT count(*) FROM entities_imagemodel").fetchall()  # takes the read lock
+        yield
+    finally:
+        other.close()  # rolls its transaction back
+        with connection.cursor() as cursor:
+            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout)}")
+
+
+@pytest.mark.django_db(transaction=True)  # the import's own transaction commits, as in production
+@pytest.mark.parametrize("lock", ["read", "write"])
+def test_a_database_busy_past_its_timeout_when_the_import_begins_or_commits_is_an_error_not_a_traceback(
+    tmp_path: Path, lock: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's locks: a PostgreSQL transaction neither begins nor commits waiting on another")
+    path = write_json(tmp_path, {"image_models": [minimal_model()]})
+
+    with another_connection_holding_sqlite(lock), pytest.raises(CommandError) as caught:
+        run("seed_entities", path)
+
+    assert str(caught.value) == (
+        f"nothing imported, {path} was refused:\nfile: the database could not store it just now (busy or "
+        "unavailable); nothing was written, try again"
+    )
+    assert "database is locked" in caplog.text  # the database's own words go to the log only
     assert db_state() == {k: [] for k in db_state()}
 
 
