@@ -1,8 +1,8 @@
 """Liveness and readiness: GET /healthz (the process serves) and GET /readyz (it can serve edits).
 
 Readiness reads one of the gateway's own tables with a short timeout, on a connection of its own
-for SQLite: Django's long-lived connection would go on reading a deleted database file through
-its open descriptor, and would wait the driver's 5 s on a locked one.
+for SQLite, where it also takes the write lock: Django's long-lived connection would go on reading
+a deleted database file through its open descriptor, and would wait the driver's 5 s on a locked one.
 """
 
 from __future__ import annotations
@@ -51,11 +51,12 @@ def readyz(request: HttpRequest) -> JsonResponse:
 
 
 def database_reads() -> bool:
-    """Whether a row of a gateway table can be read within READYZ_TIMEOUT_SECONDS."""
+    """Whether a row of a gateway table can be read within READYZ_TIMEOUT_SECONDS (SQLite: and
+    written)."""
     table = connection.ops.quote_name(ImageModel._meta.db_table)
     query = f"SELECT 1 FROM {table} LIMIT 1"  # a table name of ours, quoted: no user input
     if connection.vendor == "sqlite" and not _in_memory(connection.settings_dict["NAME"]):
-        return _sqlite_file_reads(Path(connection.settings_dict["NAME"]), query)
+        return _sqlite_file_usable(Path(connection.settings_dict["NAME"]), query)
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             if connection.vendor == "postgresql":
@@ -72,13 +73,18 @@ def _in_memory(name: object) -> bool:
     return str(name) == ":memory:" or "mode=memory" in str(name)
 
 
-def _sqlite_file_reads(path: Path, query: str) -> bool:
+def _sqlite_file_usable(path: Path, query: str) -> bool:
+    """Read, and take the write lock without writing: in WAL mode readers never wait, so a file a
+    backup or a long write holds would pass a read alone, and take no edit's usage rows."""
     if not path.is_file():  # sqlite3 would create an empty database in its place
         return False
     try:
-        uri = f"{path.resolve().as_uri()}?mode=ro"
-        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=settings.READYZ_TIMEOUT_SECONDS)) as db:
+        uri = f"{path.resolve().as_uri()}?mode=rw"
+        timeout = settings.READYZ_TIMEOUT_SECONDS
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)) as db:
+            db.execute("BEGIN IMMEDIATE")
             db.execute(query).fetchall()
+            db.execute("ROLLBACK")
     except sqlite3.Error:
         return False
     return True
