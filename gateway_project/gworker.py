@@ -245,7 +245,7 @@ class GatewayThreadWorker(ThreadWorker):
         self.worker_connections = self.max_connections + 1
         self.max_keepalived = self.max_connections
         # Connections whose head is still arriving, oldest first: conn -> (deadline, bytes so far).
-        self.reading: OrderedDict[TConn, tuple[float, bytearray]] = OrderedDict()
+        self.reading: OrderedDict[TConn, tuple[float, bytes]] = OrderedDict()
         self.busy_answer = _answer(
             "503 Service Unavailable", "The gateway is at its connection limit; retry shortly.",
             "server_busy", "Retry-After: 1\r\n",
@@ -289,12 +289,17 @@ class GatewayThreadWorker(ThreadWorker):
 
     def _read_head(self, conn: TConn) -> None:
         """Wait, without a thread, for this connection's next request head."""
-        conn.sock.setblocking(False)
-        self.reading[conn] = (time.monotonic() + self.header_timeout, bytearray())
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_head_data, conn))
+        if conn.sock.gettimeout() != 0.0:
+            conn.sock.setblocking(False)
+        self.reading[conn] = (time.monotonic() + self.header_timeout, b"")
+        # A kept-alive connection is here because it spoke, and under load a new one has often sent
+        # its head by the time it is accepted: read it now, without a round through the poller.
+        self._on_head_data(conn, None)
+        if conn in self.reading:
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_head_data, conn))
 
     def _on_head_data(self, conn: TConn, _sock: Any) -> None:
-        _deadline, buffer = self.reading[conn]
+        deadline, buffer = self.reading[conn]
         try:
             data = conn.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
@@ -306,22 +311,20 @@ class GatewayThreadWorker(ThreadWorker):
             self.nr_conns -= 1
             conn.close()
             return
-        buffer += data
-        if _HEAD_END not in buffer and len(buffer) < _MAX_HEAD:
+        buffer = buffer + data if buffer else data  # most heads come in one piece: no copy
+        end = buffer.find(_HEAD_END)
+        if end < 0 and len(buffer) < _MAX_HEAD:
+            self.reading[conn] = (deadline, buffer)
             return
         self._stop_reading(conn)
-        conn.sock.setblocking(True)
-        conn.init()  # creates gunicorn's parser on the socket; the bytes read so far go first
-        if not isinstance(conn.parser.unreader, BufferedSocketUnreader):
-            conn.parser.unreader = BufferedSocketUnreader(conn.sock)
-        conn.parser.unreader.unread(bytes(buffer))
+        conn.head = buffer  # the thread hands it to gunicorn's parser (handle)
         conn.data_ready = True
-        conn.lane = _lane(bytes(buffer[: buffer.find(_HEAD_END)]))
+        conn.lane = _lane(buffer[:end])
         self.enqueue_req(conn)
 
     def _stop_reading(self, conn: TConn) -> None:
         self.reading.pop(conn, None)
-        with contextlib.suppress(KeyError, ValueError, OSError):
+        with contextlib.suppress(KeyError, ValueError, OSError):  # KeyError: never registered
             self.poller.unregister(conn.sock)
 
     def on_client_socket_readable(self, conn: TConn, client: Any) -> None:
@@ -368,6 +371,14 @@ class GatewayThreadWorker(ThreadWorker):
 
     def handle(self, conn: TConn) -> Any:
         with turns.turn(getattr(conn, "lane", "")):
+            head = getattr(conn, "head", None)
+            if head is not None:  # read by the main loop; gunicorn's parser is made here, not there
+                conn.head = None
+                conn.sock.setblocking(True)
+                conn.init()
+                if not isinstance(conn.parser.unreader, BufferedSocketUnreader):
+                    conn.parser.unreader = BufferedSocketUnreader(conn.sock)
+                conn.parser.unreader.unread(head)
             return super().handle(conn)
 
     def handle_request(self, req: Any, conn: TConn) -> Any:
