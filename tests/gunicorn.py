@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import requests
 from django.db import connection
 
 from entities import crypto
@@ -70,10 +69,29 @@ def manage(tmp_path: Path, *args: str, **environment: str) -> subprocess.Complet
     )
 
 
+def _healthy(port: int, deadline: float) -> bool:
+    """Whether /healthz answers 200, asked so that the server is left holding no connection: with
+    `Connection: close`, read until the server closes its side, which the worker does only after
+    it stopped counting the connection. A kept-alive one (requests') stayed counted against
+    GUNICORN_WORKER_CONNECTIONS until the worker noticed the client had gone: on a busy machine,
+    after a test's own connections had arrived. Once connected, the answer is awaited until
+    `deadline`: a connection given up on would be served and closed at some later time."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=max(deadline - time.monotonic(), 0.1)) as sock:
+            sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+    except (ConnectionError, TimeoutError):  # not listening yet, or past the deadline
+        return False
+    return answer.startswith(b"HTTP/1.1 200 ")
+
+
 @contextmanager
 def gunicorn(tmp_path: Path, *, arguments: tuple[str, ...] = (), **environment: str) -> Iterator[str]:
-    """Serves the gateway on 127.0.0.1 until the block ends; yields its base URL. `arguments` are
-    added to gunicorn's command line (after -c gunicorn.conf.py, so they win)."""
+    """Serves the gateway on 127.0.0.1 until the block ends; yields its base URL once /healthz
+    answers, the server holding no connection of that check. `arguments` are added to gunicorn's
+    command line (after -c gunicorn.conf.py, so they win)."""
     port = free_port()
     tmp_path.mkdir(parents=True, exist_ok=True)
     log = tmp_path / "gunicorn.log"
@@ -98,11 +116,8 @@ def gunicorn(tmp_path: Path, *, arguments: tuple[str, ...] = (), **environment: 
     try:
         deadline = time.monotonic() + 90  # a loaded machine starts Python slowly
         while True:
-            try:
-                if requests.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
+            if _healthy(port, deadline):
+                break
             if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError(f"gunicorn did not start: {log.read_text()}")
             time.sleep(0.1)

@@ -114,6 +114,7 @@ def test_connections_past_the_cap_are_refused_at_once_with_503(route: None, tmp_
     # The held connections send nothing: a header timeout longer than this test keeps the worker
     # from closing them as idle while a busy machine slows the loop below.
     with gunicorn(tmp_path, GUNICORN_WORKER_CONNECTIONS="50", GUNICORN_HEADER_TIMEOUT="120") as url:
+        # gunicorn() leaves the worker holding none of its own connections: it counts these 50.
         held = [_connect(_port(url)) for _ in range(50)]
         tries: list[tuple[float, int]] = []  # (seconds, status) of each probe, for the failure message
         try:
@@ -126,13 +127,18 @@ def test_connections_past_the_cap_are_refused_at_once_with_503(route: None, tmp_
                 if refused.status_code == 503 or time.monotonic() > began + 10:
                     break
                 time.sleep(0.2)
+            # The clients leave; the worker closes its side of each once it no longer counts it,
+            # and none of the 50 was answered (a refused one would have its 503 to read).
+            for sock in held:
+                sock.shutdown(socket.SHUT_WR)
+            answered = {i: answer[:40] for i, sock in enumerate(held) if (answer := _read_answer(sock))}
         finally:
             for sock in held:
                 sock.close()
-        time.sleep(0.5)
         again = requests.get(url + "/healthz", timeout=2)
 
     assert refused.status_code == 503, tries
     assert refused.headers["Retry-After"] == "1"
     assert refused.json()["error"]["code"] == "server_busy"
+    assert answered == {}
     assert again.status_code == 200
