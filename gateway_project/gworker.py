@@ -10,6 +10,9 @@ headers a byte at a time (slowloris), take every thread and the gateway stops an
 - a thread is taken only once the head is complete; while it reads the body, a client that sends
   nothing for GUNICORN_BODY_TIMEOUT seconds is cut off (the read raises `TimeoutError`, which
   edits_api.uploads turns into a 408);
+- after an answer on a kept-alive connection, its thread waits GUNICORN_KEEPALIVE_LINGER (2 ms)
+  for the next head, giving its CPU turn back; what has not come by then is waited for by the main
+  loop, the bytes of a head begun meanwhile kept and its header timeout running from then;
 - past `worker_connections` open connections in this process (GUNICORN_WORKER_CONNECTIONS), a new
   connection is answered 503 with Retry-After and closed at once, instead of waiting unseen in the
   listen backlog as with gunicorn's own worker;
@@ -139,7 +142,7 @@ class BufferedSocketUnreader(SocketUnreader):
     def buf(self, value: io.BytesIO) -> None:
         self._data, self._pos = bytearray(value.getvalue()), 0
 
-    def _buffered(self) -> int:
+    def buffered(self) -> int:
         return len(self._data) - self._pos
 
     def _take(self, size: int) -> bytes:
@@ -156,9 +159,9 @@ class BufferedSocketUnreader(SocketUnreader):
         if size == 0:
             return b""
         if size is None or size < 0:
-            return self._take(self._buffered()) if self._buffered() else self.chunk(read_ahead)
-        if self._buffered():
-            pieces = [self._take(min(size, self._buffered()))]
+            return self._take(self.buffered()) if self.buffered() else self.chunk(read_ahead)
+        if self.buffered():
+            pieces = [self._take(min(size, self.buffered()))]
             got = len(pieces[0])
         else:
             pieces, got = [], 0
@@ -183,7 +186,7 @@ class BufferedSocketUnreader(SocketUnreader):
         self._data, self._pos = bytearray(data) + self._data[self._pos :], 0
 
     def take_buffered(self) -> bytes:
-        return self._take(self._buffered())
+        return self._take(self.buffered())
 
 
 class UnbufferedBody(Body):
@@ -239,6 +242,7 @@ class GatewayThreadWorker(ThreadWorker):
         super().__init__(*args, **kwargs)
         self.header_timeout = _setting("GUNICORN_HEADER_TIMEOUT", 10.0)
         self.body_timeout = _setting("GUNICORN_BODY_TIMEOUT", 30.0)
+        self.keepalive_linger = _setting("GUNICORN_KEEPALIVE_LINGER", 0.002)
         # gunicorn stops accepting at worker_connections (the rest wait unseen in the backlog);
         # this worker keeps accepting and refuses past that many itself.
         self.max_connections = self.cfg.worker_connections
@@ -291,7 +295,8 @@ class GatewayThreadWorker(ThreadWorker):
         """Wait, without a thread, for this connection's next request head."""
         if conn.sock.gettimeout() != 0.0:
             conn.sock.setblocking(False)
-        self.reading[conn] = (time.monotonic() + self.header_timeout, b"")
+        begun, conn.partial = getattr(conn, "partial", b""), b""
+        self.reading[conn] = (time.monotonic() + self.header_timeout, begun)
         # A kept-alive connection is here because it spoke, and under load a new one has often sent
         # its head by the time it is accepted: read it now, without a round through the poller.
         self._on_head_data(conn, None)
@@ -370,9 +375,18 @@ class GatewayThreadWorker(ThreadWorker):
         return pool
 
     def handle(self, conn: TConn) -> Any:
+        result = self._handle_one(conn)
+        # The next request on a kept-alive connection often follows at once (a balancer's pooled
+        # connection, a client's next call): waited for here a moment, it skips the main loop's
+        # round (hand back, register, poll, unregister, queue for a thread).
+        while result is True and self.alive and self._next_head(conn):
+            result = self._handle_one(conn)
+        return result
+
+    def _handle_one(self, conn: TConn) -> Any:
         with turns.turn(getattr(conn, "lane", "")):
             head = getattr(conn, "head", None)
-            if head is not None:  # read by the main loop; gunicorn's parser is made here, not there
+            if head is not None:  # read ahead; gunicorn's parser is made here, not in the main loop
                 conn.head = None
                 conn.sock.setblocking(True)
                 conn.init()
@@ -380,6 +394,36 @@ class GatewayThreadWorker(ThreadWorker):
                     conn.parser.unreader = BufferedSocketUnreader(conn.sock)
                 conn.parser.unreader.unread(head)
             return super().handle(conn)
+
+    def _next_head(self, conn: TConn) -> bool:
+        """Whether the connection's next request head came within GUNICORN_KEEPALIVE_LINGER; the
+        bytes of a head begun meanwhile go on to the main loop (`partial`)."""
+        unreader = conn.parser.unreader
+        if not isinstance(unreader, BufferedSocketUnreader) or unreader.buffered():
+            return False  # bytes already read ahead: gunicorn's own path serves them
+        deadline = time.monotonic() + self.keepalive_linger
+        buffer = b""
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                conn.sock.settimeout(left)
+                data = conn.sock.recv(65536)  # gives the CPU turn back meanwhile
+                if not data:
+                    break
+                buffer += data
+                end = buffer.find(_HEAD_END)
+                if end >= 0 or len(buffer) >= _MAX_HEAD:
+                    conn.head, conn.lane = buffer, _lane(buffer[:end])
+                    return True
+        except OSError:  # TimeoutError included: nothing more came
+            pass
+        conn.partial = buffer
+        return False
+
+    def finish_request(self, conn: TConn, fs: Any) -> None:
+        if getattr(conn, "partial", b"") and self.alive and not fs.cancelled() and fs.exception() is None:
+            self._read_head(conn)  # a head begun during the linger: its header timeout runs from now
+            return
+        super().finish_request(conn, fs)
 
     def handle_request(self, req: Any, conn: TConn) -> Any:
         # Every wait for the client from here on (body reads, answer writes) is bounded.

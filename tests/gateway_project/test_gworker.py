@@ -142,3 +142,52 @@ def test_connections_past_the_cap_are_refused_at_once_with_503(route: None, tmp_
     assert refused.json()["error"]["code"] == "server_busy"
     assert answered == {}
     assert again.status_code == 200
+
+
+def _read_one(sock: socket.socket) -> tuple[str, bytes]:
+    """One answer on a kept-alive connection: its head, and its body (by Content-Length)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    length = int(next(line.split(b":")[1] for line in lines if line.lower().startswith(b"content-length")))
+    while len(body) < length:
+        body += sock.recv(65536)
+    assert len(body) == length  # nothing of a next answer was read
+    return head.decode("latin-1"), body
+
+
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+
+def test_requests_back_to_back_on_one_connection_and_a_head_split_after_an_answer_are_served(hardened: str) -> None:
+    # The thread that answered waits a moment for the connection's next head (GUNICORN_KEEPALIVE_LINGER);
+    # a head that began then and ends later is finished by the main loop, its first bytes kept.
+    with _connect(_port(hardened)) as sock:
+        answers = []
+        for _ in range(3):
+            sock.sendall(HEALTHZ)
+            answers.append(_read_one(sock))
+        sock.sendall(HEALTHZ[:20])  # at once after the answer: inside the linger
+        time.sleep(0.3)  # long past it
+        sock.sendall(HEALTHZ[20:])
+        split = _read_one(sock)
+
+    assert [head.split("\r\n")[0] for head, _ in answers] == ["HTTP/1.1 200 OK"] * 3
+    assert split[0].startswith("HTTP/1.1 200 OK") and json.loads(split[1]) == json.loads(answers[0][1])
+
+
+def test_a_head_begun_right_after_an_answer_and_never_finished_gets_the_header_timeout(hardened: str) -> None:
+    with _connect(_port(hardened)) as sock:
+        sock.sendall(HEALTHZ)
+        _read_one(sock)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127")  # then nothing (slowloris on a kept-alive connection)
+        began = time.monotonic()
+        sock.settimeout(HEADER_TIMEOUT + 10)
+        answer = _read_answer(sock)
+
+    assert answer.startswith("HTTP/1.1 408"), answer[:200]
+    assert time.monotonic() - began < HEADER_TIMEOUT + 2.5  # the header timeout, not keep-alive's 75 s
