@@ -18,17 +18,47 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import ParamSpec, TypeVar
+from typing import Generic, ParamSpec, TypeVar
 
 from django.conf import settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 # The longest a request waits for a turn before it runs without one: a thread that waits on
 # something other requests hold (a pooled database connection, a lock) while holding a turn must
 # not stop them for longer.
 MAX_WAIT_S = 2.0
+
+
+class Lanes(Generic[T]):
+    """Items queued per lane, taken lane by lane in rotation: a lane's next item comes after the
+    other lanes' (a request of a quiet route waits for one of a crowd's, not for all of them)."""
+
+    def __init__(self) -> None:
+        self._lanes: OrderedDict[str, deque[T]] = OrderedDict()
+
+    def __bool__(self) -> bool:
+        return bool(self._lanes)
+
+    def push(self, lane: str, item: T) -> None:
+        self._lanes.setdefault(lane, deque()).append(item)
+
+    def pop(self) -> T:
+        lane, items = next(iter(self._lanes.items()))
+        item = items.popleft()
+        if items:
+            self._lanes.move_to_end(lane)
+        else:
+            del self._lanes[lane]
+        return item
+
+    def remove(self, lane: str, item: T) -> None:
+        items = self._lanes[lane]
+        items.remove(item)
+        if not items:
+            del self._lanes[lane]
 
 
 class FairTurns:
@@ -37,7 +67,7 @@ class FairTurns:
     def __init__(self, slots: int) -> None:
         self._lock = threading.Lock()
         self._free = slots
-        self._waiting: OrderedDict[str, deque[threading.Event]] = OrderedDict()
+        self._waiting: Lanes[threading.Event] = Lanes()
 
     def acquire(self, lane: str, timeout: float) -> bool:
         """True with a turn; False when none came within `timeout` (the caller runs without)."""
@@ -46,16 +76,13 @@ class FairTurns:
                 self._free -= 1
                 return True
             handed = threading.Event()
-            self._waiting.setdefault(lane, deque()).append(handed)
+            self._waiting.push(lane, handed)
         if handed.wait(timeout):  # release() hands this waiter its turn directly
             return True
         with self._lock:
             if handed.is_set():
                 return True
-            queue = self._waiting[lane]
-            queue.remove(handed)
-            if not queue:
-                del self._waiting[lane]
+            self._waiting.remove(lane, handed)
         return False
 
     def release(self) -> None:
@@ -63,12 +90,7 @@ class FairTurns:
             if not self._waiting:
                 self._free += 1
                 return
-            lane, queue = next(iter(self._waiting.items()))
-            handed = queue.popleft()
-            if queue:
-                self._waiting.move_to_end(lane)  # this lane's next waiter comes after the other lanes'
-            else:
-                del self._waiting[lane]
+            handed = self._waiting.pop()
         handed.set()
 
 

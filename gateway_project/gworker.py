@@ -37,7 +37,7 @@ import socket
 import sys
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
@@ -211,13 +211,12 @@ class LaneQueue:
 
     def __init__(self) -> None:
         self._ready = threading.Condition(threading.Lock())
-        self._lanes: OrderedDict[str, deque[Any]] = OrderedDict()
+        self._lanes: turns.Lanes[Any] = turns.Lanes()
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         args = getattr(item, "args", ())  # a concurrent.futures work item, or None to stop a thread
-        lane = getattr(args[0], "lane", "") if args else ""
         with self._ready:
-            self._lanes.setdefault(lane, deque()).append(item)
+            self._lanes.push(getattr(args[0], "lane", "") if args else "", item)
             self._ready.notify()
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
@@ -225,13 +224,7 @@ class LaneQueue:
             while not self._lanes:
                 if not block or not self._ready.wait(timeout):
                     raise queue.Empty
-            lane, items = next(iter(self._lanes.items()))
-            item = items.popleft()
-            if items:
-                self._lanes.move_to_end(lane)  # this lane's next request comes after the other lanes'
-            else:
-                del self._lanes[lane]
-            return item
+            return self._lanes.pop()
 
     def get_nowait(self) -> Any:
         return self.get(block=False)
