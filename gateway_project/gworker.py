@@ -399,7 +399,7 @@ class GatewayThreadWorker(ThreadWorker):
         try:
             while (left := deadline - time.monotonic()) > 0:
                 conn.sock.settimeout(left)
-                data = conn.sock.recv(65536)  # gives the CPU turn back meanwhile
+                data = conn.sock.recv(65536)  # no CPU turn is held while it waits
                 if not data:
                     break
                 buffer += data
