@@ -20,7 +20,7 @@ headers a byte at a time (slowloris), take every thread and the gateway stops an
   from the head), and gives it back whenever it waits on the client's socket (edits_api/turns.py):
   512 edits arriving at once on one route no longer keep the main loop and other routes from the
   interpreter (a fast route's p99 was 1.7 s, its first requests waiting behind the crowd); requests
-  waiting for a thread are taken lane by lane too (LaneQueue).
+  waiting for a thread are taken lane by lane too (LanePool).
 
 Everything else (HTTP parsing, keep-alive, the WSGI call) is gunicorn's own (pinned version).
 """
@@ -230,6 +230,16 @@ class LaneQueue:
         return self.get(block=False)
 
 
+class LanePool(ThreadPoolExecutor):
+    """The standard thread pool, taking its requests from a LaneQueue."""
+
+    def __init__(self, max_workers: int) -> None:
+        super().__init__(max_workers=max_workers)
+        # The executor reads its queue through this private attribute only (put, get, get_nowait),
+        # and no thread has started yet to hold the old one.
+        self._work_queue = LaneQueue()  # type: ignore[assignment]
+
+
 class GatewayThreadWorker(ThreadWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -354,12 +364,11 @@ class GatewayThreadWorker(ThreadWorker):
     # -- the body: a thread per request, bounded waits -----------------------------------------
 
     def get_thread_pool(self) -> Any:
-        """gunicorn's pool, taking requests lane by lane (LaneQueue), with GUNICORN_THREADS_READY
+        """gunicorn's pool, taking requests lane by lane (LanePool), with GUNICORN_THREADS_READY
         threads started now: the pool starts a thread inside the main loop's submit, and under a
         burst each start waited for the interpreter (512 edits at once: 0.45 s more before a new
         connection was even read)."""
-        pool = ThreadPoolExecutor(max_workers=self.cfg.threads)
-        pool._work_queue = LaneQueue()  # type: ignore[assignment]  # before any thread starts
+        pool = LanePool(self.cfg.threads)
         ready = min(int(_setting("GUNICORN_THREADS_READY", 256)), self.cfg.threads)
         started = threading.Barrier(ready + 1)
         for _ in range(ready):

@@ -1,19 +1,17 @@
-"""The worker's thread pool takes waiting requests lane by lane (gateway_project/gworker.LaneQueue),
+"""The worker's thread pool takes waiting requests lane by lane (gateway_project/gworker.LanePool),
 as the standard library's executor runs them: a request of a quiet route does not wait for a
 crowd of another route that queued first."""
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
-from gateway_project.gworker import LaneQueue
+from gateway_project.gworker import LanePool
 
 
 def _served_order(lanes: list[str]) -> list[str]:
     """One pool thread is busy while requests of `lanes` queue in that order; the order in which
     the pool then serves them."""
-    pool = ThreadPoolExecutor(max_workers=1)
-    pool._work_queue = LaneQueue()  # type: ignore[assignment]  # as the worker sets it
+    pool = LanePool(max_workers=1)
     busy = threading.Event()
     served: list[str] = []
     pool.submit(busy.wait)
@@ -37,8 +35,7 @@ def test_lanes_alternate_and_each_keeps_its_order() -> None:
 
 
 def test_a_cancelled_shutdown_empties_the_queue() -> None:
-    pool = ThreadPoolExecutor(max_workers=1)
-    pool._work_queue = LaneQueue()  # type: ignore[assignment]
+    pool = LanePool(max_workers=1)
     busy, release = threading.Event(), threading.Event()
     pool.submit(lambda: (busy.set(), release.wait(5)))
     busy.wait(5)
