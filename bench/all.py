@@ -9,12 +9,19 @@ direct, 100 MB upload time over direct and RSS growth, 512 edits held 5 s with a
 20/s beside them, 4,096 edits held at once, 5,000 slow or idle connections with /healthz and a
 fast edit still answered. `--servers` measures several serving stacks in the same run (LiteLLM
 once). Every count is bounded; everything runs on 127.0.0.1 and is stopped by PID.
+
+The first three figures move 10-30% between runs on a shared 2-CPU machine, more than most changes
+move them, so they are measured in `rounds` (3): every server (LiteLLM and each stack) is up at once,
+and each round measures them one after the other, each beside its own direct call, in an order that
+rotates. The table gives each figure's median over the rounds and the JSON every round.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
+import functools
 import http.client
 import json
 import os
@@ -23,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +39,7 @@ from bench.common import (
     API_KEY,
     ROOT,
     SERVERS,
+    Gateway,
     LoadSpec,
     RssSampler,
     StandInProcess,
@@ -48,7 +57,7 @@ from bench.common import (
     run_load,
     summary,
 )
-from bench.litellm import litellm_proxy
+from bench.litellm import LiteLLM, litellm_proxy
 from bench.upload import MODEL as UPLOAD_MODEL
 from bench.upload import post as upload_post
 
@@ -61,6 +70,7 @@ def loadavg() -> str:
 
 class Counts:
     def __init__(self, quick: bool) -> None:
+        self.rounds = 1 if quick else 3  # of the c=1, c=16 and CPU figures, for every server
         self.c1 = 30 if quick else 200
         self.c16 = 100 if quick else 1000
         self.warmup = 20 if quick else 60
@@ -99,31 +109,63 @@ def timed_load(pool: Any, spec: LoadSpec, pids: list[int]) -> tuple[dict[str, An
     return summary(result), cpu_seconds(pids) - before
 
 
-def measure_litellm(fast: StandInProcess, counts: Counts, body: bytes, content_type: str) -> dict[str, Any]:
-    log("LiteLLM proxy: starting")
-    with litellm_proxy(fast.openai_url) as proxy, load_process() as pool:
-        headers = {"Authorization": proxy.authorization}
+@dataclass
+class Target:
+    """A server measured in the speed rounds: LiteLLM's proxy or a serving stack of the gateway."""
 
-        def spec(total: int, c: int) -> LoadSpec:
-            return LoadSpec(proxy.port, PATH, body, content_type, total, c, headers=headers)
+    name: str
+    port: int
+    server: Gateway | LiteLLM  # whose `pids` are its processes now (a worker may have been replaced)
+    headers: dict[str, str]
 
-        pool.submit(run_load, spec(counts.warmup, 4)).result()
-        data: dict[str, Any] = {}
-        log(f"LiteLLM c=1: {counts.c1} direct then {counts.c1} proxied")
-        data["c1_direct"] = summary(
-            pool.submit(run_load, LoadSpec(fast.port, PATH, body, content_type, counts.c1, 1)).result()
-        )
-        data["c1"], _ = timed_load(pool, spec(counts.c1, 1), proxy.pids)
-        log(f"LiteLLM c=16: {counts.c16} direct then {counts.c16} proxied")
-        data["c16_direct"] = summary(
-            pool.submit(run_load, LoadSpec(fast.port, PATH, body, content_type, counts.c16, 16)).result()
-        )
-        data["c16"], cpu = timed_load(pool, spec(counts.c16, 16), proxy.pids)
-        data["cpu_ms_per_edit"] = round(cpu * 1000 / counts.c16, 2)
-        data["errors_in_log"] = sum(
-            " ERROR " in line for line in proxy.log_path.read_text(errors="replace").splitlines()
-        )
+
+def speed_rounds(
+    targets: list[Target], fast: StandInProcess, counts: Counts, body: bytes, content_type: str
+) -> dict[str, dict[str, Any]]:
+    """c=1 latency, c=16 rate and CPU per edit of every target, each beside the direct call measured
+    just before it, in `counts.rounds` rounds whose order rotates; per target, each figure's median
+    over the rounds and every round."""
+    per: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
+    with load_process() as pool:
+
+        def spec(port: int, total: int, c: int, headers: dict[str, str]) -> LoadSpec:
+            return LoadSpec(port, PATH, body, content_type, total, c, headers=headers)
+
+        for target in targets:
+            pool.submit(run_load, spec(target.port, counts.warmup, 4, target.headers)).result()
+        pool.submit(run_load, spec(fast.port, counts.warmup, 4, {})).result()
+        direct = functools.partial(spec, fast.port, headers={})
+        for n in range(counts.rounds):
+            for target in targets[n % len(targets) :] + targets[: n % len(targets)]:
+                through = functools.partial(spec, target.port, headers=target.headers)
+                log(f"[{target.name}] round {n + 1}/{counts.rounds}: c=1 ({counts.c1}) and c=16 ({counts.c16}),"
+                    " each direct then through it")  # fmt: skip
+                one: dict[str, Any] = {"c1_direct": summary(pool.submit(run_load, direct(counts.c1, 1)).result())}
+                one["c1"], _ = timed_load(pool, through(counts.c1, 1), target.server.pids)
+                one["c16_direct"] = summary(pool.submit(run_load, direct(counts.c16, 16)).result())
+                busy = machine_busy_seconds()
+                one["c16"], cpu = timed_load(pool, through(counts.c16, 16), target.server.pids)
+                one["c16_machine_busy_s"] = round(machine_busy_seconds() - busy, 1)
+                one["overhead_ms"] = round(one["c1"]["p50_ms"] - one["c1_direct"]["p50_ms"], 2)
+                one["cpu_ms_per_edit"] = round(cpu * 1000 / counts.c16, 2)
+                one["c16_ratio"] = round(one["c16"]["rps"] / one["c16_direct"]["rps"], 3)
+                per[target.name].append(one)
+    return {name: _medians(rounds) for name, rounds in per.items()}
+
+
+def _medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    figures = ("overhead_ms", "cpu_ms_per_edit", "c16_ratio")
+    data: dict[str, Any] = {f: statistics.median(r[f] for r in rounds) for f in figures}
+    data["range"] = {f: [min(r[f] for r in rounds), max(r[f] for r in rounds)] for f in figures}
+    # The rates shown beside the ratio: the round whose ratio is the median (the upper one of two).
+    middle = sorted(rounds, key=lambda r: r["c16_ratio"])[len(rounds) // 2]
+    data["c16_rps"], data["c16_direct_rps"] = middle["c16"]["rps"], middle["c16_direct"]["rps"]
+    data["rounds"] = rounds
     return data
+
+
+def litellm_errors(proxy: LiteLLM) -> int:
+    return sum(" ERROR " in line for line in proxy.log_path.read_text(errors="replace").splitlines())
 
 
 def probe(port: int, path: str, body: bytes | None, content_type: str, timeout: float) -> float | None:
@@ -143,31 +185,14 @@ def probe(port: int, path: str, body: bytes | None, content_type: str, timeout: 
     return time.perf_counter() - began if response.status == 200 else None
 
 
-def measure_gateway(server: str, counts: Counts, stands: tuple[StandInProcess, ...], body: bytes, content_type: str,
+def measure_gateway(gw: Gateway, counts: Counts, stands: tuple[StandInProcess, ...], body: bytes, content_type: str,
                     big: tuple[bytes, str]) -> dict[str, Any]:  # fmt: skip
+    """The figures after the speed rounds, for one serving stack: upload, held edits, slow clients."""
     fast, slow, held = stands
-    data: dict[str, Any] = {"server": server}
+    server = gw.server
+    data: dict[str, Any] = {}
     small, small_type = edit_body(noise_png(10_000))
-    with gateway(seed(fast, slow, held), server=server) as gw, load_process() as pool, load_process() as pool2:
-
-        def spec(port: int, total: int, c: int, path: str = PATH) -> LoadSpec:
-            return LoadSpec(port, path, body, content_type, total, c)
-
-        pool.submit(run_load, spec(gw.port, counts.warmup, 4)).result()
-        pool.submit(run_load, spec(fast.port, counts.warmup, 4)).result()
-        data["idle_rss_mb"] = round(rss_mb(gw.pids), 1)
-        data["processes"] = len(gw.pids)
-
-        log(f"[{server}] c=1: {counts.c1} direct then {counts.c1} through the gateway")
-        data["c1_direct"] = summary(pool.submit(run_load, spec(fast.port, counts.c1, 1)).result())
-        data["c1"], _ = timed_load(pool, spec(gw.port, counts.c1, 1), gw.pids)
-        log(f"[{server}] c=16: {counts.c16} direct then {counts.c16} through the gateway")
-        data["c16_direct"] = summary(pool.submit(run_load, spec(fast.port, counts.c16, 16)).result())
-        busy = machine_busy_seconds()
-        data["c16"], cpu = timed_load(pool, spec(gw.port, counts.c16, 16), gw.pids)
-        data["cpu_ms_per_edit"] = round(cpu * 1000 / counts.c16, 2)
-        data["c16_machine_busy_s"] = round(machine_busy_seconds() - busy, 1)
-
+    with load_process() as pool, load_process() as pool2:
         log(f"[{server}] upload: {len(big[0]) / 1e6:.0f} MB, {counts.uploads} times direct then through the gateway")
         direct_times, gateway_times, statuses, growth = [], [], [], 0.0
         for _ in range(counts.uploads):  # one sample moved 2-4x from run to run: the median of a few
@@ -253,12 +278,9 @@ def _max_ms(values: list[float | None]) -> float | None:
 # --- the table --------------------------------------------------------------------------------
 
 
-def _overhead(side: dict[str, Any], direct: dict[str, Any]) -> float:
-    return float(side["p50_ms"] - direct["p50_ms"])
-
-
-def _rps_ratio(side: dict[str, Any], direct: dict[str, Any]) -> float:
-    return float(side["rps"] / direct["rps"])
+def _spread(speed: dict[str, Any], figure: str, text: str) -> str:
+    low, high = speed["range"][figure]
+    return f"{text} ({low:g}-{high:g})" if len(speed["rounds"]) > 1 else text
 
 
 def table(run: dict[str, Any]) -> str:
@@ -270,16 +292,19 @@ def table(run: dict[str, Any]) -> str:
         rows.append([name, *per_gateway, litellm if lite else "", goal])
 
     gws = run["gateways"]
-    lite_over = _overhead(lite["c1"], lite["c1_direct"]) if lite else None
-    row("overhead p50 at c=1 (gateway - direct)",
-        [f"{_overhead(g['c1'], g['c1_direct']):.2f} ms" for g in gws],
-        f"{lite_over:.2f} ms" if lite else "", "<= 0.15x LiteLLM's")  # fmt: skip
-    row("CPU per 100 KB edit, all processes", [f"{g['cpu_ms_per_edit']:.2f} ms" for g in gws],
-        f"{lite['cpu_ms_per_edit']:.2f} ms" if lite else "", "<= 0.15x LiteLLM's")  # fmt: skip
-    row("req/s at c=16 / direct", [f"{_rps_ratio(g['c16'], g['c16_direct']):.2f}" for g in gws],
-        f"{_rps_ratio(lite['c16'], lite['c16_direct']):.2f}" if lite else "", ">= 0.35")  # fmt: skip
-    row("  (gateway req/s, direct req/s)", [f"{g['c16']['rps']:.0f}, {g['c16_direct']['rps']:.0f}" for g in gws],
-        f"{lite['c16']['rps']:.0f}, {lite['c16_direct']['rps']:.0f}" if lite else "", "")  # fmt: skip
+    speeds = [*(g["speed"] for g in gws), *([lite["speed"]] if lite else [])]
+    rounds = len(speeds[0]["rounds"])
+    medians = f", median of {rounds} rounds (range)" if rounds > 1 else ""
+
+    def speed_row(name: str, figure: str, fmt: str, goal: str) -> None:
+        texts = [_spread(s, figure, fmt.format(s[figure])) for s in speeds]
+        row(name, texts[: len(gws)], texts[-1] if lite else "", goal)
+
+    speed_row(f"overhead p50 at c=1 (gateway - direct){medians}", "overhead_ms", "{:.2f} ms", "<= 0.15x LiteLLM's")
+    speed_row(f"CPU per 100 KB edit, all processes{medians}", "cpu_ms_per_edit", "{:.2f} ms", "<= 0.15x LiteLLM's")
+    speed_row(f"req/s at c=16 / direct{medians}", "c16_ratio", "{:.2f}", ">= 0.35")
+    texts = [f"{s['c16_rps']:.0f}, {s['c16_direct_rps']:.0f}" for s in speeds]
+    row("  (gateway req/s, direct req/s) in the median round", texts[: len(gws)], texts[-1] if lite else "", "")
     row(f"{gws[0]['upload']['mb']:g} MB upload: median time / direct",
         [f"{g['upload']['gateway_s'] / g['upload']['direct_s']:.1f}x (HTTP {g['upload']['status']})" for g in gws],
         "-", "<= 2x")  # fmt: skip
@@ -343,16 +368,32 @@ def main() -> None:
     body, content_type = edit_body(noise_png(100_000))
     log(f"100 KB edit body: {len(body)} bytes; generating the {counts.upload_mb} MB upload")
     big = edit_body(noise_png(counts.upload_mb * 1_000_000), model=UPLOAD_MODEL)
-    with StandInProcess() as fast, StandInProcess(hold=counts.hold_s) as slow, \
-            StandInProcess(hold=counts.many_hold_s) as held:  # fmt: skip
-        if not args.no_litellm:  # first: a run cut short still has what the goals are relative to
-            run["litellm"] = measure_litellm(fast, counts, body, content_type)
+    with contextlib.ExitStack() as stack:
+        fast = stack.enter_context(StandInProcess())
+        slow = stack.enter_context(StandInProcess(hold=counts.hold_s))
+        held = stack.enter_context(StandInProcess(hold=counts.many_hold_s))
+        # Every server is up at once, so that the speed rounds can alternate between them.
+        gateways = [
+            stack.enter_context(gateway(seed(fast, slow, held), server=s)) for s in args.servers or [args.server]
+        ]
+        targets = [Target(gw.server, gw.port, gw, {}) for gw in gateways]
+        proxy = None
+        if not args.no_litellm:
+            log("LiteLLM proxy: starting")
+            proxy = stack.enter_context(litellm_proxy(fast.openai_url))
+            targets.append(Target("LiteLLM", proxy.port, proxy, {"Authorization": proxy.authorization}))
+        speed = speed_rounds(targets, fast, counts, body, content_type)
+        if proxy is not None:
+            run["litellm"] = {"speed": speed["LiteLLM"], "errors_in_log": litellm_errors(proxy)}
         run["gateways"] = []
-        for server in args.servers or [args.server]:
+        for gw in gateways:
             began_server = time.monotonic()
-            run["gateways"].append(measure_gateway(server, counts, (fast, slow, held), body, content_type, big))
-            run["gateways"][-1]["wall_s"] = round(time.monotonic() - began_server, 1)
-            run["gateways"][-1]["loadavg_after"] = loadavg()
+            measured = {"server": gw.server, "idle_rss_mb": round(rss_mb(gw.pids), 1), "processes": len(gw.pids),
+                        "speed": speed[gw.server]}  # fmt: skip
+            run["gateways"].append(measured)
+            measured.update(measure_gateway(gw, counts, (fast, slow, held), body, content_type, big))
+            measured["wall_s"] = round(time.monotonic() - began_server, 1)
+            measured["loadavg_after"] = loadavg()
             print(table(run), flush=True)  # so far, in case the run is cut short
             if args.json:
                 args.json.write_text(json.dumps(run, indent=2, default=str))
