@@ -34,7 +34,6 @@ import os
 import queue
 import selectors
 import socket
-import sys
 import threading
 import time
 from collections import OrderedDict
@@ -260,10 +259,6 @@ class GatewayThreadWorker(ThreadWorker):
         self.timeout_answer = _answer(
             "408 Request Timeout", "The request head did not arrive in time.", "request_timeout"
         )
-        # A thread that wants the interpreter waits this long for the one running to let go (5 ms
-        # by default). This loop, and a request coming back from a wait, asked for it hundreds of
-        # times while 512 edits arrived: a fast route's p99 beside them 87-283 ms, 147-175 at 0.5 ms.
-        sys.setswitchinterval(_setting("GUNICORN_SWITCH_INTERVAL", 0.0005))
 
     # -- accepting and reading heads in the main loop -----------------------------------------
 
