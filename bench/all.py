@@ -217,6 +217,7 @@ def measure_gateway(gw: Gateway, counts: Counts, stands: tuple[StandInProcess, .
         log(f"[{server}] {counts.held_slow} edits held {counts.hold_s:g} s + a fast route at 20/s")
         fast_total = int(20 * counts.fast_s)
         fast_spec = LoadSpec(gw.port, PATH, body, content_type, fast_total, 4, 60.0, pace=0.2)
+        slow.reset_peak()
         with RssSampler(gw.pids, 0.1) as sampler:
             slow_future = pool2.submit(connections.held_edits, gw.port, "/slow" + PATH, body, content_type,
                                        counts.held_slow, 120.0)  # fmt: skip
@@ -228,6 +229,7 @@ def measure_gateway(gw: Gateway, counts: Counts, stands: tuple[StandInProcess, .
 
         log(f"[{server}] {counts.many} edits (10 KB) held {counts.many_hold_s:g} s at once")
         idle = rss_mb(gw.pids)
+        held.reset_peak()
         with RssSampler(gw.pids, 0.1) as sampler:
             many = pool2.submit(connections.held_edits, gw.port, "/held" + PATH, small, small_type, counts.many,
                                 counts.many_hold_s * 4 + 60).result()  # fmt: skip

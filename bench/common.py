@@ -196,6 +196,13 @@ class StandInProcess:
     def openai_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    def reset_peak(self) -> None:
+        """`max_in_flight` starts again from now (one stand-in serves every stack of a run)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        conn.request("POST", "/stats/reset")
+        conn.getresponse().read()
+        conn.close()
+
     def stats(self) -> dict[str, int]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
         conn.request("GET", "/stats")

@@ -4,7 +4,8 @@ PNG as b64_json. Every answer is one pre-rendered buffer sent in one write, with
 
     python -m bench.standin [--port 0] [--hold SECONDS]   # prints "PORT <n>" once listening
 
-`GET /stats` answers {"requests", "body_bytes", "max_in_flight"}: API calls since start.
+`GET /stats` answers {"requests", "body_bytes", "max_in_flight"}: API calls since start (the peak
+since the last `POST /stats/reset`).
 tests/standin.py is the full-featured one (fault modes, recording); it is a threaded server that
 parses every multipart body, so it would measure itself as much as the gateway.
 """
@@ -92,6 +93,9 @@ class StandIn:
                 {"requests": self.requests, "body_bytes": self.body_bytes, "max_in_flight": self.max_in_flight}
             ).encode()
             writer.write(_response("200 OK", stats))
+        elif method == "POST" and path == "/stats/reset":  # a new phase: its own peak, not the run's
+            self.max_in_flight = self.in_flight
+            writer.write(_response("200 OK", b"{}"))
         elif method == "POST" and path.endswith(("/images/edits", "/images/generations")):
             self.requests += 1
             self.body_bytes += received
