@@ -358,6 +358,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the whole run as JSON here")
     parser.add_argument("--set", nargs="*", default=[], metavar="COUNT=N", help="override a count, e.g. many=1024")
     args = parser.parse_args()
+    servers = args.servers or [args.server]
+    if len(set(servers)) < len(servers):
+        parser.error("each server once: the speed rounds tell them apart by name")
     # A timeout's SIGTERM unwinds like Ctrl-C, so every server this run started is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     counts = Counts(args.quick)
@@ -375,9 +378,7 @@ def main() -> None:
         slow = stack.enter_context(StandInProcess(hold=counts.hold_s))
         held = stack.enter_context(StandInProcess(hold=counts.many_hold_s))
         # Every server is up at once, so that the speed rounds can alternate between them.
-        gateways = [
-            stack.enter_context(gateway(seed(fast, slow, held), server=s)) for s in args.servers or [args.server]
-        ]
+        gateways = [stack.enter_context(gateway(seed(fast, slow, held), server=s)) for s in servers]
         targets = [Target(gw.server, gw.port, gw, {}) for gw in gateways]
         proxy = None
         if not args.no_litellm:
