@@ -235,7 +235,8 @@ class LanePool(ThreadPoolExecutor):
     def __init__(self, max_workers: int) -> None:
         super().__init__(max_workers=max_workers)
         # The executor reads its queue through this private attribute only (put, get, get_nowait),
-        # and no thread has started yet to hold the old one.
+        # and no thread has started yet to hold the old one. The stubs type it as SimpleQueue, which
+        # LaneQueue is not (it orders by lane): hence the one ignore, for that declared type only.
         self._work_queue = LaneQueue()  # type: ignore[assignment]
 
 
