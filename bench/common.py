@@ -303,9 +303,11 @@ class Gateway:
 # How each serving stack starts the same Django project (`server` of `gateway()`, `--server` of
 # bench.all). PORT, HOST and the GUNICORN_*/GRANIAN_* variables of the environment apply.
 # gunicorn-gthread is gunicorn with its stock threaded worker, as served before gateway_project/gworker.py.
-# The *-async-floor servers do not serve the project: they serve bench/async_floor.py, the least an
-# async Django edit path must do (no database, no auth, no validation), to bound such a path from below.
-FLOOR_SERVERS = ("uvicorn-async-floor", "granian-async-floor")
+# The *-floor servers do not serve the project: they serve the least an edit path must do (no database,
+# no auth, no validation), to bound such a path from below: bench/async_floor.py (async Django) and
+# bench/wsgi_floor.py under the project's gunicorn worker (plain WSGI, and Django's handler around it).
+WSGI_FLOORS = {"gunicorn-wsgi-floor": "application", "gunicorn-django-floor": "django_application"}
+FLOOR_SERVERS = ("uvicorn-async-floor", "granian-async-floor", "granian-wsgi-floor", *WSGI_FLOORS)
 SERVERS = ("gunicorn", "gunicorn-before", "gunicorn-gthread", "granian-wsgi", "uvicorn-asgi", *FLOOR_SERVERS)
 
 
@@ -336,12 +338,15 @@ def server_command(server: str, env: dict[str, str]) -> list[str]:
     if server in ("gunicorn", "gunicorn-gthread", "gunicorn-before"):
         stock = ["--worker-class", "gthread"] if server == "gunicorn-gthread" else []
         return [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", *stock, "gateway_project.wsgi:application"]
-    if server == "granian-wsgi":
+    if server in WSGI_FLOORS:
+        return [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", f"bench.wsgi_floor:{WSGI_FLOORS[server]}"]
+    if server in ("granian-wsgi", "granian-wsgi-floor"):
         threads = env.get("GRANIAN_BLOCKING_THREADS") or gunicorn_threads(env)
+        app = "gateway_project.wsgi:application" if server == "granian-wsgi" else "bench.wsgi_floor:application"
         return [str(BIN / "granian"), "--interface", "wsgi", "--host", "127.0.0.1", "--port", port,
                 "--workers", workers, "--blocking-threads", threads, "--backlog", "4096",
                 "--backpressure", env.get("GRANIAN_BACKPRESSURE") or "8192",
-                "--no-ws", "gateway_project.wsgi:application"]  # fmt: skip
+                "--no-ws", app]  # fmt: skip
     if server in ("uvicorn-asgi", "uvicorn-async-floor"):
         # --loop and --http stay "auto": uvloop and httptools when installed, as for every uvicorn here.
         app = "gateway_project.asgi:application" if server == "uvicorn-asgi" else "bench.async_floor:application"
