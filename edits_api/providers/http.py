@@ -376,8 +376,10 @@ class _FilePiece:
 # -- errors ----------------------------------------------------------------------------------------
 
 
-def timeout_error(connection: Connection, *, outcome_unknown: bool = False) -> GatewayError:
-    message = f"{connection.provider_name} did not answer within {connection.timeout_s:g} s"
+def timeout_error(connection: Connection, *, outcome_unknown: bool = False, upload: bool = False) -> GatewayError:
+    """`upload`: the provider stopped taking the request body before it was all sent."""
+    what = "take the whole request" if upload else "answer"
+    message = f"{connection.provider_name} did not {what} within {connection.timeout_s:g} s"
     if outcome_unknown:
         message += "; it had the whole request and may have processed it, so it was not sent again"
     return GatewayError(
@@ -530,7 +532,7 @@ def _exchange(
             _discard(response)  # a half-read connection cannot go back to the pool
             raise
     except (ReadTimeoutError, _DeadlineExceeded) as exc:
-        raise timeout_error(connection, outcome_unknown=answered_ok or _was_sent(body, exc)) from exc
+        raise _timed_out(connection, body, answered_ok or _was_sent(body, exc)) from exc
     except ConnectTimeoutError as exc:
         if isinstance(exc, NewConnectionError):  # urllib3's subclass for a refused connection
             raise _unreachable(connection, exc) from exc
@@ -540,9 +542,20 @@ def _exchange(
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         if answered_ok or _was_sent(body, exc):
             raise connection_lost(connection) from exc
+        if body is not None and any(isinstance(cause, TimeoutError) for cause in _causes(exc)):
+            # A send that timed out (urllib3 wraps it as "Connection aborted"): the provider was
+            # reached but stopped reading, which is slowness (504), not a refused connection.
+            raise _timed_out(connection, body, False) from exc
         raise _unreachable(connection, exc) from exc
     response.release_conn()  # read to the end: the connection goes back to the pool for reuse
     return Answer(response.status, response.headers, content)
+
+
+def _timed_out(connection: Connection, body: _TrackedBody | None, sent: bool) -> GatewayError:
+    """The deadline passed: after the whole request (the outcome is unknown), or while sending it."""
+    if sent:
+        return timeout_error(connection, outcome_unknown=True)
+    return timeout_error(connection, upload=body is not None)
 
 
 def _check_url(url: str) -> None:

@@ -586,10 +586,12 @@ def test_a_provider_that_stops_reading_mid_upload_is_cut_at_the_deadline(hostile
     with pytest.raises(GatewayError) as failed:
         ADAPTERS["openai"].edit(connection, ImageRequest(prompt="p", model=GPT, images=[image]))
     elapsed = time.monotonic() - started
-    # As before sendfile: the stalled send times out at the deadline, and the provider never had
-    # the whole request (so another provider may take it).
+    # The stalled send times out at the deadline: the provider is too slow (504, as the contract's
+    # upstream_timeout), and it never had the whole request (so another provider may take it).
     error = failed.value
-    assert (error.status, error.code, error.outcome_unknown) == (502, "upstream_unreachable", False)
+    assert (error.status, error.code, error.outcome_unknown) == (504, "upstream_timeout", False)
+    assert error.message == "OpenAI did not take the whole request within 1 s."
+    assert error.retryable
     assert 0.9 < elapsed < 2.0
 
 
