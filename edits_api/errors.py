@@ -123,7 +123,8 @@ def _from_drf(exc: drf_exceptions.APIException) -> GatewayError:
     if isinstance(exc, drf_exceptions.ValidationError):
         code = "missing_required_parameter" if detail_code in _MISSING_CODES else "invalid_value"
         return GatewayError(400, message, param=param, code=code)
-    code, type_ = _DRF_CODES.get(type(exc), (detail_code or "invalid_request", "invalid_request_error"))
+    fallback_type = "server_error" if exc.status_code >= 500 else "invalid_request_error"
+    code, type_ = _DRF_CODES.get(type(exc), (detail_code or "invalid_request", fallback_type))
     if detail_code and detail_code != exc.default_code:  # a code the raiser chose beats the class's
         code = detail_code
     headers = {}

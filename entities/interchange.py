@@ -103,10 +103,14 @@ class Problem:
 
 
 class ImportFailed(Exception):
-    """A file was refused; nothing was written. One line per problem, each naming entity and field."""
+    """A file was refused; nothing was written. One line per problem, each naming entity and field.
 
-    def __init__(self, problems: list[Problem]) -> None:
+    `cause`: "invalid" (the file's own fault), "conflict" (a concurrent write took an id or a unique
+    value, or deleted an entity referred to) or "unavailable" (the database was busy or away)."""
+
+    def __init__(self, problems: list[Problem], *, cause: str = "invalid") -> None:
         self.problems = problems
+        self.cause = cause
         self.errors = [str(problem) for problem in problems]
         super().__init__("\n".join(self.errors))
 
@@ -154,6 +158,7 @@ class _Problems:
 
     def __init__(self) -> None:
         self.errors: list[Problem] = []
+        self.cause = "invalid"
 
     def add(self, where: str, path: str, message: str) -> None:
         self.errors.append(Problem(where, path, message))
@@ -167,7 +172,7 @@ class _Problems:
 
     def raise_if_any(self) -> None:
         if self.errors:
-            raise ImportFailed(self.errors)
+            raise ImportFailed(self.errors, cause=self.cause)
 
 
 def _is(value: Any, expected: type) -> bool:
@@ -540,7 +545,8 @@ def _refused_by_database(problems: _Problems, where: str, exc: DatabaseError) ->
     # The database's own text names its constraints and quotes stored values (a key's secret hash,
     # say), so it goes to the log; whoever imports learns what it means for them.
     logger.warning("import of %s refused by the database (%s): %s", where, type(exc).__name__, exc)
-    problems.add(where, "", _CONFLICT if isinstance(exc, IntegrityError) else _UNAVAILABLE)
+    problems.cause = "conflict" if isinstance(exc, IntegrityError) else "unavailable"
+    problems.add(where, "", _CONFLICT if problems.cause == "conflict" else _UNAVAILABLE)
 
 
 def entities_import(*, data: dict[str, Any]) -> ImportSummary:

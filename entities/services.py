@@ -239,10 +239,9 @@ def entity_replace(*, kind: EntityKind, entity_id: str, data: Any) -> tuple[dict
             # Refused by the id's unique check or index: another create of it committed first.
             if existed or not (well_formed and kind.model.objects.filter(pk=entity_id).exists()):
                 raise
-    # Only a concurrent delete between attempts gets here, each time: as rare as it is, no 409 is documented
-    # for PUT, so it is the importer's answer to a concurrent write.
+    # Only a concurrent delete between attempts gets here, each time: a conflict with concurrent writes.
     message = "it was created and deleted by concurrent writes meanwhile; nothing was written, PUT again"
-    raise ImportFailed([Problem(kind.label, "", message)])
+    raise ImportFailed([Problem(kind.label, "", message)], cause="conflict")
 
 
 # A replace retried this often at most: the second attempt finds the entity a concurrent create made,

@@ -165,4 +165,5 @@ def error(description: str) -> OpenApiResponse:
 
 ERRORS: dict[int, OpenApiResponse] = {
     401: error("No admin token, or an unknown or revoked one (`invalid_api_key`)."),
+    503: error("The database is busy or unavailable; nothing was written (`database_unavailable`, with Retry-After)."),
 }

@@ -34,14 +34,26 @@ class Conflict(APIException):
     default_code = "conflict"
 
 
+class Unavailable(APIException):
+    """The database was busy or away and nothing was written: the contract's database_unavailable."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "database_unavailable"
+    wait = 5  # Retry-After, as every database_unavailable answer gives
+
+
 @contextmanager
 def _refusals(kind: EntityKind, entity_id: str | None = None) -> Iterator[None]:
-    """Turns a service's refusal into the HTTP error that says it: 400, 404 or 409."""
+    """Turns a service's refusal into the HTTP error that says it: 400, 404, 409 or 503."""
     try:
         yield
     except ImportFailed as exc:
         # Every problem in the message, so a client fixes them all at once; the first one's path as param.
         message = "; ".join(f"{p.path}: {p.message}" if p.path else p.message for p in exc.problems)
+        if exc.cause == "unavailable":  # busy or away: a retry may succeed
+            raise Unavailable(message) from None
+        if exc.cause == "conflict":  # another writer got there first
+            raise Conflict(message, code="entity_conflict") from None
         first = exc.problems[0].path or api_settings.NON_FIELD_ERRORS_KEY
         raise ValidationError({first: message}) from None
     except services.EntityConflict as exc:
@@ -117,7 +129,10 @@ def _documented(
             responses={
                 201: entity,
                 400: bad,
-                409: schema.error(f"{a_label[0].upper()}{a_label[1:]} with this id exists."),
+                409: schema.error(
+                    f"{a_label[0].upper()}{a_label[1:]} with this id exists (`entity_exists`), or a concurrent "
+                    "write took a value this one needs (`entity_conflict`)."
+                ),
                 **schema.ERRORS,
             },
         ),
@@ -134,6 +149,7 @@ def _documented(
                 200: OpenApiResponse(entity, description="Replaced."),
                 201: OpenApiResponse(entity, description="Created: there was none with this id."),
                 400: bad,
+                409: schema.error("A concurrent write took a value this one needs (`entity_conflict`)."),
                 **schema.ERRORS,
             },
         ),

@@ -37,6 +37,7 @@ from schemathesis.specs.openapi.checks import (
 from entities import services
 from entities.interchange import EDIT_PLUGIN, GENERATION_PLUGIN
 from entities.models import AdminToken, ApiKey, ImageModel, Route, hash_secret
+from tests.entities.test_interchange import another_connection_holding_sqlite
 
 PROVIDER_TOKEN = "sk-literal-provider-token-4821-abcdefgh"
 KEY_SECRET = "gw-client-key-secret-for-tests-9317"
@@ -483,6 +484,28 @@ def deleted_meanwhile(
     return connection.execute_wrapper(wrapper)
 
 
+def test_a_write_while_the_database_is_busy_is_a_503_with_retry_after(
+    client: Client, admin_token: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's write lock: a PostgreSQL transaction does not begin waiting on another")
+    # Django's test client, not the live server: the request runs on this thread's connection, whose
+    # busy timeout the holder shortens to a tenth of a second.
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {admin_token}"}
+    assert client.get("/api/v1/image-models", **headers).status_code == 200  # the token's last use is written now
+
+    with another_connection_holding_sqlite("write"):
+        answer = client.post("/api/v1/image-models", image_model(), content_type="application/json", **headers)
+
+    # The contract's database_unavailable: the client may retry; it is not told its entity is wrong.
+    error = assert_error(answer, 503, "database_unavailable", None)
+    assert error["type"] == "server_error"
+    assert answer.headers["Retry-After"] == "5"
+    assert_no_database_text(answer)
+    assert "database is locked" in caplog.text  # the database's own words go to the log only
+    assert not ImageModel.objects.exists()
+
+
 def test_a_route_whose_image_model_is_deleted_before_it_commits_is_refused_not_a_500(
     client: Client, admin_token: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -500,7 +523,9 @@ def test_a_route_whose_image_model_is_deleted_before_it_commits_is_refused_not_a
     with deleted_meanwhile(services.IMAGE_MODELS, "img-openai", before_insert_into="entities_routeref"):
         answer = client.post("/api/v1/routes", one_ref, content_type="application/json", **headers)
 
-    error = assert_error(answer, 400, "invalid_value", None)
+    # A conflict with another writer, not the client's mistake: 409, and the same request may pass later.
+    error = assert_error(answer, 409, "entity_conflict", None)
+    assert error["type"] == "invalid_request_error"
     assert "was deleted" in error["message"] and "nothing was written" in error["message"], error
     assert_no_database_text(answer)
     assert PROVIDER_TOKEN not in answer.text
