@@ -66,10 +66,13 @@ def serve_signed_image(request: HttpRequest, token: str) -> FileResponse:
         raise Http404("This image link has expired.") from None
     except signing.BadSignature:
         raise Http404("This image link is not valid.") from None
-    if "/" in name.removeprefix(IMAGE_FOLDER) or not default_storage.exists(name):
-        raise Http404("This image is gone.")
+    with turns.waiting():  # a remote storage (S3) is a network call: others run meanwhile
+        if "/" in name.removeprefix(IMAGE_FOLDER) or not default_storage.exists(name):
+            raise Http404("This image is gone.")
+        stored = default_storage.open(name, "rb")
+        stored.file  # noqa: B018 (S3 downloads the object on first access: here, not while the answer is written)
     extension = name.rsplit(".", 1)[-1]
-    response = FileResponse(default_storage.open(name, "rb"), content_type=_TYPES.get(extension, "image/png"))
+    response = FileResponse(stored, content_type=_TYPES.get(extension, "image/png"))
     response["Cache-Control"] = f"private, max-age={settings.SIGNED_URL_MAX_AGE}"
     # An SVG answered by a provider must not run scripts on the gateway's origin.
     response["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; sandbox"

@@ -1,18 +1,22 @@
-"""A TCP relay that can cut a database off and bring it back (the database "goes away")."""
+"""A TCP relay that can cut a server off and bring it back (a database "goes away"), or make it
+slow to answer."""
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 from contextlib import suppress
 
 
 class Relay:
     """Forwards 127.0.0.1:<port> to a target; `cut()` drops every connection and refuses new ones
-    (as a database that went away), `restore()` lets them through again."""
+    (as a database that went away), `restore()` lets them through again. While `answer_delay` is
+    set, every piece of the target's answers is passed on that many seconds late (a slow server)."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
+        self.answer_delay = 0.0
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.up = True
@@ -55,13 +59,14 @@ class Relay:
                     client.close()
                     continue
                 self.open += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+            for source, sink, answers in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(target=self._pipe, args=(source, sink, answers), daemon=True).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket, answers: bool) -> None:
         try:
             while chunk := source.recv(65536):
+                if answers and self.answer_delay:
+                    time.sleep(self.answer_delay)
                 sink.sendall(chunk)
         except OSError:
             pass

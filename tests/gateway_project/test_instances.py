@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import requests
 from tests.edits_api.test_served import multipart, padded_png
 from tests.gateway import make_image_model, make_route
 from tests.gunicorn import free_port, gunicorn
+from tests.relay import Relay
 from tests.standin import StandIn
 
 pytestmark = pytest.mark.slow
@@ -129,3 +131,42 @@ def test_a_breaker_opened_on_one_instance_is_seen_by_the_other(two_instances: li
     assert on_b.json()["error"]["code"] == "upstream_unavailable"
     assert "img-openai" in on_b.json()["error"]["message"]
     assert len(standin.received) == calls_before  # b did not call the failing provider
+
+
+def test_a_slow_image_storage_does_not_hold_up_the_other_requests_of_its_worker(
+    transactional_db: None, standin: StandIn, s3_endpoint: str, tmp_path: Path
+) -> None:
+    # One worker, so both requests share its CPU turn; the storage answers through a relay that
+    # can make it slow.
+    make_route("shared", ["127.0.0.1"], [make_image_model("img-openai", "openai", standin)])
+    host, _, port = s3_endpoint.removeprefix("http://").partition(":")
+    relay = Relay((host, int(port)))
+    storage = {"bucket_name": BUCKET, "endpoint_url": f"http://127.0.0.1:{relay.port}", **S3_KEYS}
+    env = {
+        "GUNICORN_WORKERS": "1",
+        "GUNICORN_THREADS": "8",
+        "TURNS_PER_PROCESS": "1",
+        "MEDIA_STORAGE_BACKEND": "storages.backends.s3.S3Storage",
+        "MEDIA_STORAGE_OPTIONS": json.dumps(storage),
+    }
+    try:
+        with gunicorn(tmp_path / "one", **env) as instance, ThreadPoolExecutor(1) as pool:
+            answer = _edit(instance, response_format="url")
+            assert answer.status_code == 200, answer.text
+            link = answer.json()["data"][0]["url"]
+
+            relay.answer_delay = 1.5  # every storage answer now comes 1.5 s late
+            image = pool.submit(requests.get, link, timeout=30)
+            time.sleep(0.5)  # the image request is waiting for the storage
+            started = time.monotonic()
+            health = requests.get(instance + "/healthz", timeout=30)
+            health_s = time.monotonic() - started
+            image_s = time.monotonic() - started + 0.5
+
+            assert health.status_code == 200
+            assert image.result().status_code == 200
+            assert image.result().content.startswith(b"\x89PNG")
+            # Answered while the image request waited, not after it (it holds the turn otherwise).
+            assert health_s < 0.5 < image_s, (health_s, image_s)
+    finally:
+        relay.close()
