@@ -25,24 +25,14 @@ import os
 from typing import Any
 
 import aiohttp
-import django
-from django.conf import settings
 from django.core.asgi import get_asgi_application
 from django.core.files.uploadedfile import InMemoryUploadedFile, TemporaryUploadedFile
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path
 
-settings.configure(
-    DEBUG=False,
-    SECRET_KEY=os.environ.get("SECRET_KEY", "async-floor-bench-only"),
-    ALLOWED_HOSTS=["127.0.0.1", "localhost"],
-    ROOT_URLCONF=__name__,
-    MIDDLEWARE=[],
-    INSTALLED_APPS=[],
-    DATABASES={},
-    USE_TZ=True,
-)
-django.setup()
+from bench import floor_django
+
+floor_django.configure(__name__)
 
 if os.environ.get("FLOOR_KEEP_DB_SIGNALS") != "1":
     # With no database these receivers do nothing, but they are synchronous: the ASGI handler would

@@ -31,22 +31,12 @@ from collections.abc import Callable, Iterable
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-import django
-from django.conf import settings
 from multipart import MultipartSegment, PushMultipartParser
 
-settings.configure(
-    DEBUG=False,
-    SECRET_KEY=os.environ.get("SECRET_KEY", "wsgi-floor-bench-only"),
-    ALLOWED_HOSTS=["127.0.0.1", "localhost"],
-    ROOT_URLCONF=__name__,
-    MIDDLEWARE=[],
-    INSTALLED_APPS=[],
-    DATABASES={},
-    USE_TZ=True,
-    TURNS_PER_PROCESS=int(os.environ.get("TURNS_PER_PROCESS", "1")),  # read by the worker's turns
-)
-django.setup()
+from bench import floor_django
+
+# TURNS_PER_PROCESS: read by the worker's CPU turns (edits_api/turns.py).
+floor_django.configure(__name__, TURNS_PER_PROCESS=int(os.environ.get("TURNS_PER_PROCESS", "1")))
 
 from django.core.handlers.wsgi import WSGIHandler  # noqa: E402 (after settings)
 from django.http import HttpRequest, HttpResponse  # noqa: E402
