@@ -70,7 +70,7 @@ def serve_signed_image(request: HttpRequest, token: str) -> FileResponse:
         if "/" in name.removeprefix(IMAGE_FOLDER) or not default_storage.exists(name):
             raise Http404("This image is gone.")
         stored = default_storage.open(name, "rb")
-        stored.file  # noqa: B018 (S3 downloads the object on first access: here, not while the answer is written)
+        stored.seek(0)  # S3 downloads the object on first access: here, not while the answer is written
     extension = name.rsplit(".", 1)[-1]
     response = FileResponse(stored, content_type=_TYPES.get(extension, "image/png"))
     response["Cache-Control"] = f"private, max-age={settings.SIGNED_URL_MAX_AGE}"
