@@ -31,18 +31,16 @@ from collections.abc import Callable, Iterable
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+from django.core.handlers.wsgi import WSGIHandler
+from django.http import HttpRequest, HttpResponse
+from django.urls import re_path
 from multipart import MultipartSegment, PushMultipartParser
 
 from bench import floor_django
+from edits_api import turns
 
 # TURNS_PER_PROCESS: read by the worker's CPU turns (edits_api/turns.py).
 floor_django.configure(__name__, TURNS_PER_PROCESS=int(os.environ.get("TURNS_PER_PROCESS", "1")))
-
-from django.core.handlers.wsgi import WSGIHandler  # noqa: E402 (after settings)
-from django.http import HttpRequest, HttpResponse  # noqa: E402
-from django.urls import re_path  # noqa: E402
-
-from edits_api import turns  # noqa: E402
 
 PROVIDERS: dict[str, str] = json.loads(os.environ.get("FLOOR_PROVIDERS") or "{}")
 TOKEN = os.environ.get("FLOOR_PROVIDER_TOKEN", "sk-floor")
