@@ -80,6 +80,12 @@ def admin_token(transactional_db: None) -> str:
 
 
 @pytest.fixture
+def admin_headers(admin_token: str) -> dict[str, str]:
+    """The admin token as Django's test client sends it."""
+    return {"HTTP_AUTHORIZATION": f"Bearer {admin_token}"}
+
+
+@pytest.fixture
 def api(live_server: Any, admin_token: str) -> Iterator[AdminApi]:
     client = AdminApi(url=live_server.url + "/api/v1", token=admin_token)
     yield client
@@ -485,17 +491,16 @@ def deleted_meanwhile(
 
 
 def test_a_write_while_the_database_is_busy_is_a_503_with_retry_after(
-    client: Client, admin_token: str, caplog: pytest.LogCaptureFixture
+    client: Client, admin_headers: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     if connection.vendor != "sqlite":
         pytest.skip("SQLite's write lock: a PostgreSQL transaction does not begin waiting on another")
     # Django's test client, not the live server: the request runs on this thread's connection, whose
     # busy timeout the holder shortens to a tenth of a second.
-    headers = {"HTTP_AUTHORIZATION": f"Bearer {admin_token}"}
-    assert client.get("/api/v1/image-models", **headers).status_code == 200  # the token's last use is written now
+    assert client.get("/api/v1/image-models", **admin_headers).status_code == 200  # the token's last use is written now
 
     with another_connection_holding_sqlite("write"):
-        answer = client.post("/api/v1/image-models", image_model(), content_type="application/json", **headers)
+        answer = client.post("/api/v1/image-models", image_model(), content_type="application/json", **admin_headers)
 
     # The contract's database_unavailable: the client may retry; it is not told its entity is wrong.
     error = assert_error(answer, 503, "database_unavailable", None)
@@ -507,21 +512,20 @@ def test_a_write_while_the_database_is_busy_is_a_503_with_retry_after(
 
 
 def test_a_route_whose_image_model_is_deleted_before_it_commits_is_refused_not_a_500(
-    client: Client, admin_token: str, caplog: pytest.LogCaptureFixture
+    client: Client, admin_headers: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     if connection.vendor != "postgresql":
         pytest.skip("SQLite's writer holds the database lock: no other connection can delete meanwhile")
     # Django's test client, not the live server: the request runs on this thread's connection, so its
     # INSERT is where the test makes the delete happen.
-    headers = {"HTTP_AUTHORIZATION": f"Bearer {admin_token}"}
-    created = client.post("/api/v1/image-models", image_model(), content_type="application/json", **headers)
+    created = client.post("/api/v1/image-models", image_model(), content_type="application/json", **admin_headers)
     assert created.status_code == 201, created.text
 
     # One ref, so the deletion comes after every check of the importer's. PostgreSQL checks the ref's
     # foreign key when the transaction commits (Django declares it deferred).
     one_ref = route(plugins=route()["plugins"][:1])
     with deleted_meanwhile(services.IMAGE_MODELS, "img-openai", before_insert_into="entities_routeref"):
-        answer = client.post("/api/v1/routes", one_ref, content_type="application/json", **headers)
+        answer = client.post("/api/v1/routes", one_ref, content_type="application/json", **admin_headers)
 
     # A conflict with another writer, not the client's mistake: 409, and the same request may pass later.
     error = assert_error(answer, 409, "entity_conflict", None)
