@@ -98,10 +98,10 @@ def _lane(head: bytes) -> str:
 
 
 class TurnTakingSocket(socket.socket):
-    """A client socket whose reads and writes give the thread's CPU turn back meanwhile (a slow
-    client must not hold one). Even reads of data already there do: keeping the turn through them
-    made longer turns, and the main loop, which holds none, waited longer for the interpreter
-    (fast route p99 beside 512 held edits: 292 and 293 ms, against 79 ms)."""
+    """A client socket whose reads, and writes that must wait, give the thread's CPU turn back
+    meanwhile (a slow client must not hold one). Even reads of data already there do: keeping the
+    turn through them made longer turns, and the main loop, which holds none, waited longer for the
+    interpreter (fast route p99 beside 512 held edits: 292 and 293 ms, against 79 ms)."""
 
     def recv(self, *args: Any) -> bytes:
         with turns.waiting():
@@ -111,9 +111,20 @@ class TurnTakingSocket(socket.socket):
         with turns.waiting():
             return super().recv_into(*args)
 
-    def sendall(self, *args: Any) -> None:
-        with turns.waiting():
-            super().sendall(*args)
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        # An answer usually fits the socket's send buffer: it goes out at once, and the turn is kept
+        # (gunicorn writes the head and the body apart, and each hand-back queued the request for a
+        # turn again behind other requests). Only what must wait for the client gives it back.
+        sent = 0
+        if self.gettimeout() is not None and not flags:
+            # With a timeout the descriptor is non-blocking (Python emulates the timeout with poll,
+            # which send() would call first, and wait in, holding the turn): a write takes what
+            # fits now and never waits.
+            with contextlib.suppress(BlockingIOError, InterruptedError):
+                sent = os.write(self.fileno(), data)
+        if sent < len(data):
+            with turns.waiting(), memoryview(data) as view:
+                super().sendall(view[sent:], flags)
 
 
 class BufferedSocketUnreader(SocketUnreader):

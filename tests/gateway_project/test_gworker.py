@@ -191,3 +191,29 @@ def test_a_head_begun_right_after_an_answer_and_never_finished_gets_the_header_t
 
     assert answer.startswith("HTTP/1.1 408"), answer[:200]
     assert time.monotonic() - began < HEADER_TIMEOUT + 2.5  # the header timeout, not keep-alive's 75 s
+
+
+def test_answers_that_fill_the_socket_buffers_reach_a_slow_reader_whole(route: None, tmp_path: Path) -> None:
+    # The worker writes what the socket takes at once and waits for the client for the rest
+    # (TurnTakingSocket.sendall). 120 requests sent at once by a client that then reads nothing for
+    # 3 s: their answers (15 MB) fill the socket's buffers and the worker's writes wait; then every
+    # answer comes out whole.
+    request = b"GET /openapi.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with gunicorn(tmp_path, GUNICORN_BODY_TIMEOUT="30") as url:
+        whole = requests.get(url + "/openapi.json", timeout=10).content
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # no receive-window growth
+        sock.settimeout(30)
+        with sock:
+            sock.connect(("127.0.0.1", _port(url)))
+            sock.sendall(request * 120)
+            time.sleep(3)
+            stream = b""
+            while stream.count(b"HTTP/1.1 200 OK\r\n") < 120 or not stream.endswith(whole):
+                chunk = sock.recv(65536)
+                assert chunk, len(stream)
+                stream += chunk
+
+    assert len(whole) > 100_000
+    heads_and_bodies = stream.split(b"HTTP/1.1 200 OK\r\n")[1:]
+    assert [part.partition(b"\r\n\r\n")[2] for part in heads_and_bodies] == [whole] * 120
