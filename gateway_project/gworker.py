@@ -126,6 +126,11 @@ class TurnTakingSocket(socket.socket):
             with turns.waiting(), memoryview(data) as view:
                 super().sendall(view[sent:], flags)
 
+    def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
+        # A file answer (a stored image) waits for the client between pieces: turn given back.
+        with turns.waiting():
+            return super().sendfile(file, offset, count)
+
 
 class BufferedSocketUnreader(SocketUnreader):
     """gunicorn's SocketUnreader with a buffer that is not copied whole on every read.

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from django.core import signing
 
 from tests.edits_api.test_served import multipart, padded_png
 from tests.gateway import make_image_model, make_route
-from tests.gunicorn import gunicorn
+from tests.gunicorn import SERVER_SECRET_KEY, gunicorn
 from tests.standin import StandIn
 
 pytestmark = pytest.mark.slow
@@ -217,3 +218,30 @@ def test_answers_that_fill_the_socket_buffers_reach_a_slow_reader_whole(route: N
     assert len(whole) > 100_000
     heads_and_bodies = stream.split(b"HTTP/1.1 200 OK\r\n")[1:]
     assert [part.partition(b"\r\n\r\n")[2] for part in heads_and_bodies] == [whole] * 120
+
+
+def test_a_client_slow_to_take_an_image_holds_no_cpu_turn(route: None, tmp_path: Path) -> None:
+    # A stored image is sent from its file (sendfile). A client that takes none of it must not keep
+    # the worker's CPU turn while the worker waits for it: every other request would wait for the
+    # turn as long as a request can (2 s) before running without one.
+    image = padded_png(16_000_000)
+    (tmp_path / "media" / "images").mkdir(parents=True)
+    (tmp_path / "media" / "images" / "big.png").write_bytes(image)
+    token = signing.TimestampSigner(key=SERVER_SECRET_KEY, salt="gateway-image-url").sign("big.png")
+    with gunicorn(tmp_path, GUNICORN_BODY_TIMEOUT="30") as url:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.settimeout(30)
+        with sock:
+            sock.connect(("127.0.0.1", _port(url)))
+            sock.sendall(f"GET /images/{token} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            time.sleep(0.5)  # the image fills the socket's buffers; the worker waits for the client
+            probes = []
+            for _ in range(3):
+                began = time.monotonic()
+                healthz = requests.get(url + "/healthz", timeout=10)
+                probes.append((healthz.status_code, round(time.monotonic() - began, 2)))
+            head, body = _read_one(sock)
+
+    assert all(status == 200 and seconds < 0.5 for status, seconds in probes), probes
+    assert head.startswith("HTTP/1.1 200") and body == image
