@@ -86,7 +86,7 @@ def claim(*, scope: str, key: str, fingerprint: str, wait_until: float) -> Idemp
                 param="Idempotency-Key",
                 code="idempotency_key_in_progress",
             )
-        with turns.waiting():
+        with turns.waiting_long():
             time.sleep(POLL_SECONDS)
 
 

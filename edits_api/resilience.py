@@ -535,7 +535,7 @@ def _call_with_retries(
             delay = backoff_delay(attempt, error)
             if attempt > policy.retries or delay > MAX_WAIT_S or delay >= policy.remaining():
                 raise  # no retry left here, or no time for one: the next candidate
-            with turns.waiting():
+            with turns.waiting_long():
                 time.sleep(delay)
     raise AssertionError("unreachable: the last attempt returns or raises")
 

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import Generic, ParamSpec, TypeVar
 
 from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -142,6 +143,26 @@ def waiting() -> Iterator[None]:
         yield
     finally:
         _held.owned, _held.lane = turns.acquire(lane, MAX_WAIT_S), lane
+
+
+@contextmanager
+def waiting_long() -> Iterator[None]:
+    """`waiting()` for what may take seconds (a provider, a backoff, another request's answer), with
+    the thread's pooled database connection (PostgreSQL, settings.py) handed back too: a request
+    that had counted its rate limit or claimed its Idempotency-Key kept the connection through its
+    provider call, and a few such edits emptied the pool for everyone (503 after its 3 s). Not in
+    `waiting()` itself: a wait for the client may come in the middle of a cursor (a CSV export)."""
+    if _pooled():
+        connection = connections[DEFAULT_DB_ALIAS]
+        if connection.connection is not None and not connection.in_atomic_block:
+            connection.close()  # back to the pool; the next query takes one again
+    with waiting():
+        yield
+
+
+@functools.cache
+def _pooled() -> bool:
+    return bool(settings.DATABASES[DEFAULT_DB_ALIAS].get("OPTIONS", {}).get("pool"))
 
 
 def released(function: Callable[P, R]) -> Callable[P, R]:

@@ -436,7 +436,7 @@ def send(
     if deadline is None:
         deadline = time.monotonic() + connection.timeout_s
     try:
-        with turns.waiting():  # the provider works: other requests run meanwhile
+        with turns.waiting_long():  # the provider works: other requests run meanwhile
             response = _exchange(
                 _providers,
                 connection,
@@ -881,7 +881,7 @@ def fetch_images(connection: Connection, urls: list[str]) -> list[tuple[bytes, s
         where = f"image {number} of {len(urls)}" if len(urls) > 1 else "the image"
         _check_image_url(connection, url, where)
         try:
-            with turns.waiting():
+            with turns.waiting_long():
                 response = _exchange(
                     pool,
                     connection,

@@ -89,7 +89,7 @@ class LumaAdapter(GenerationOnlyAdapter):
             remaining = deadline - time.monotonic()
             if remaining <= interval:
                 raise http.timeout_error(connection)  # the next look would come too late anyway
-            with turns.waiting():
+            with turns.waiting_long():
                 time.sleep(interval)
             interval = min(interval * 2, self.max_poll_s)
             for index, generation in enumerate(generations):

@@ -184,3 +184,24 @@ def test_ledger_rows_survive_postgresql_going_away_and_count_exactly_once(
     assert rows == distinct == 23  # every answered request once, none twice
     assert sorted(journal.glob("ledger-*.jsonl")) == []
     assert UsageRecord.objects.count() == 0  # the drill used its own database
+
+
+@pytest.mark.slow
+def test_edits_that_wait_for_the_provider_hold_no_pooled_database_connection(
+    keyed_route: None, tmp_path: Path, standin: StandIn
+) -> None:
+    """Without Redis the rate limit is counted in the database: that query took a pooled connection,
+    which the request kept through its provider call; with a pool of one, the second edit waiting
+    at the same time got 503 `database_unavailable` after the pool's 3 s."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the connection pool is PostgreSQL's (settings.py)")
+    make_key("racer", RACER_SECRET, list(Route.objects.filter(id="served")), requests_per_minute=100)
+    standin.fail_always("slow", seconds=4)  # longer than the pool's timeout
+    env = {"REDIS_URL": "", "DB_POOL_SIZE": "1"}
+    with gunicorn(tmp_path / "pool", **env) as url, ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda _: post_edit(url, secret=RACER_SECRET), range(3)))
+
+    assert [a.status_code for a in answers] == [200] * 3, [a.text[:200] for a in answers]
+    assert len(standin.received) == 3
