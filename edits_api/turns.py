@@ -9,7 +9,9 @@ backoff or another request's answer (not for a database query: it may hold a loc
 connection another request waits for). Waiting requests get turns lane by lane (a lane is a
 request's Host and path, so a route) in rotation: a request on a quiet route waits for a few
 turns, not for a crowd. No request waits more than MAX_WAIT_S for a turn. Elsewhere (other
-servers, tests' live server) nothing takes a turn and `waiting()` does nothing."""
+servers, tests' live server) nothing takes a turn and `waiting()` does nothing. For the waits of
+seconds (a provider, a backoff, another request's answer), `waiting_long()` also hands the pooled
+database connection back, under any server."""
 
 from __future__ import annotations
 
