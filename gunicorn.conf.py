@@ -28,7 +28,9 @@ threads = int(os.environ.get("GUNICORN_THREADS", "2048"))
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "8192"))
 # Longer than the longest provider timeout, so gunicorn never kills a worker mid-edit.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "660"))
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+# A deploy's SIGTERM waits this long for the edits in flight (an idle worker exits at once): longer
+# than a route's default deadline (10 min), since the provider may already bill an edit it works on.
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "660"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "75"))
 backlog = int(os.environ.get("GUNICORN_BACKLOG", "2048"))
 # Load the app once before forking: faster start, memory shared between workers.

@@ -69,6 +69,33 @@ def manage(tmp_path: Path, *args: str, **environment: str) -> subprocess.Complet
     )
 
 
+def resolved_config(tmp_path: Path, **environment: str) -> dict[str, str]:
+    """gunicorn's settings as gunicorn.conf.py resolves them in the server's environment
+    (`--print-config`), by name."""
+    printed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "gunicorn.conf.py",
+            "--print-config",
+            "gateway_project.wsgi:application",
+        ],
+        cwd=ROOT,
+        env=server_environment(tmp_path, **environment),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
+    return {
+        name.strip(): value.strip()
+        for name, _, value in (line.partition("=") for line in printed.stdout.splitlines())
+        if value
+    }
+
+
 def _healthy(port: int, deadline: float) -> bool:
     """Whether /healthz answers 200, asked so that the server is left holding no connection: with
     `Connection: close`, read until the server closes its side, which the worker does only after
@@ -92,6 +119,15 @@ def gunicorn(tmp_path: Path, *, arguments: tuple[str, ...] = (), **environment: 
     """Serves the gateway on 127.0.0.1 until the block ends; yields its base URL once /healthz
     answers, the server holding no connection of that check. `arguments` are added to gunicorn's
     command line (after -c gunicorn.conf.py, so they win)."""
+    with gunicorn_process(tmp_path, arguments=arguments, **environment) as (url, _):
+        yield url
+
+
+@contextmanager
+def gunicorn_process(
+    tmp_path: Path, *, arguments: tuple[str, ...] = (), **environment: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`gunicorn()`, with the master process too (for a test that signals it)."""
     port = free_port()
     tmp_path.mkdir(parents=True, exist_ok=True)
     log = tmp_path / "gunicorn.log"
@@ -121,7 +157,7 @@ def gunicorn(tmp_path: Path, *, arguments: tuple[str, ...] = (), **environment: 
             if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError(f"gunicorn did not start: {log.read_text()}")
             time.sleep(0.1)
-        yield url
+        yield url, process
     finally:
         process.terminate()
         try:

@@ -7,18 +7,22 @@ Bounded and loopback only: at most 2,000 client sockets, a few seconds each test
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
 from django.core import signing
 
+from edits_api.models import UsageRecord
+from entities.models import DEFAULT_DEADLINE_MS
 from tests.edits_api.test_served import multipart, padded_png
 from tests.gateway import make_image_model, make_route
-from tests.gunicorn import SERVER_SECRET_KEY, gunicorn
+from tests.gunicorn import SERVER_SECRET_KEY, gunicorn, gunicorn_process, resolved_config
 from tests.standin import StandIn
 
 pytestmark = pytest.mark.slow
@@ -245,3 +249,23 @@ def test_a_client_slow_to_take_an_image_holds_no_cpu_turn(route: None, tmp_path:
 
     assert all(status == 200 and seconds < 0.5 for status, seconds in probes), probes
     assert head.startswith("HTTP/1.1 200") and body == image
+
+
+def test_a_deploy_lets_held_edits_finish_and_records_them(route: None, tmp_path: Path, standin: StandIn) -> None:
+    # SIGTERM (a deploy, a scale-down) stops accepting but lets an edit the provider is working on
+    # finish: the provider may already bill it, so it must reach its client and the ledger.
+    standin.fail_always("slow", seconds=3)
+    with gunicorn_process(tmp_path) as (url, server), ThreadPoolExecutor(1) as pool:
+        edit = pool.submit(_edit, url, 30)
+        deadline = time.monotonic() + 10
+        while not standin.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        server.send_signal(signal.SIGTERM)
+        answer = edit.result()
+        server.wait(timeout=30)
+
+    assert answer.status_code == 200, answer.text[:300]
+    assert list(UsageRecord.objects.values_list("status", flat=True)) == [200]
+    # And by default it waits as long as an edit may last (a route's default deadline).
+    printed = resolved_config(tmp_path)
+    assert int(printed["graceful_timeout"]) * 1000 > DEFAULT_DEADLINE_MS, printed
