@@ -19,11 +19,11 @@ import functools
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Generic, ParamSpec, TypeVar
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -157,7 +157,10 @@ def waiting_long() -> Iterator[None]:
     if _pooled():
         connection = connections[DEFAULT_DB_ALIAS]
         if connection.connection is not None and not connection.in_atomic_block:
-            connection.close()  # back to the pool; the next query takes one again
+            # Back to the pool; the next query takes one again. A connection that cannot go back
+            # (the database went away) is dropped all the same: no reason to fail the request here.
+            with suppress(DatabaseError):
+                connection.close()
     with waiting():
         yield
 
