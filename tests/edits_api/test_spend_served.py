@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import requests
+from django.db import connection
 
 from edits_api.models import UsageRecord
 from entities.models import Route
@@ -191,10 +192,9 @@ def test_edits_that_wait_for_the_provider_hold_no_pooled_database_connection(
     keyed_route: None, tmp_path: Path, standin: StandIn
 ) -> None:
     """Without Redis the rate limit is counted in the database: that query took a pooled connection,
-    which the request kept through its provider call; with a pool of one, the second edit waiting
-    at the same time got 503 `database_unavailable` after the pool's 3 s."""
-    from django.db import connection
-
+    which the request kept through its provider call; with a pool of one, the other edits waiting at
+    the same time got 503 `rate_limit_unavailable` after the pool's 3 s. Skipped on SQLite, which
+    has no connection pool (settings.py)."""
     if connection.vendor != "postgresql":
         pytest.skip("the connection pool is PostgreSQL's (settings.py)")
     make_key("racer", RACER_SECRET, list(Route.objects.filter(id="served")), requests_per_minute=100)
