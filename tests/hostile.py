@@ -23,6 +23,9 @@ Fault words (in the prompt; a request without one gets a normal answer):
     retry-after-huge    429 with Retry-After: 1e9
     busy-huge           503 with Retry-After: 1e9
     image-urls          200 whose images are `hostile.image_urls` (set by the test)
+    gzip-answer         200, the JSON gzip-compressed (Content-Encoding: gzip)
+    short-answer        200 that declares 100 bytes more than it sends, then closes the connection
+    close-when-idle     200, then closes the kept-alive connection 0.2 s later (no Connection: close)
 A path that starts with /stall/ (give the entity base_url {url}/stall/v1) is never read: the
 upload stalls in the socket buffers, so the gateway cannot send the whole request.
 
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gzip
 import io
 import json
 import re
@@ -67,6 +71,9 @@ FAULT_WORDS = (
     "retry-after-huge",
     "busy-huge",
     "image-urls",
+    "gzip-answer",
+    "short-answer",
+    "close-when-idle",
 )
 
 
@@ -196,6 +203,21 @@ class Hostile:
             handler.reply_json(429, _openai_error("Slow down.", "rate_limit_exceeded"), {"Retry-After": "1e9"})
         elif fault == "busy-huge":
             handler.reply_json(503, _openai_error("Overloaded.", None, "server_error"), {"Retry-After": "1e9"})
+        elif fault == "gzip-answer":
+            body = gzip.compress(json.dumps(_openai_success([PNG])).encode())
+            handler.reply(200, body, "application/json", {"Content-Encoding": "gzip"})
+        elif fault == "short-answer":
+            body = json.dumps(_openai_success([PNG])).encode()
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(body) + 100))
+            handler.end_headers()
+            handler.wfile.write(body)
+            handler.drop()
+        elif fault == "close-when-idle":
+            handler.reply_json(200, _openai_success([PNG]))
+            time.sleep(0.2)
+            handler.drop()
         elif fault == "image-urls":
             handler.reply_json(200, {"created": int(time.time()), "data": [{"url": url} for url in self.image_urls]})
         elif gemini:

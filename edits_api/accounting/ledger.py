@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import datetime
 import logging
+import math
 import os
 import threading
 import time
@@ -196,8 +197,9 @@ def _entry(draft: Draft) -> LedgerEntry:
         status=draft.status or 500,
         error_code=draft.error_code[:64],
         attempts=outcome.attempts,
-        latency_ms=int((time.monotonic() - draft.started) * 1000),
-        upstream_latency_ms=int(outcome.upstream_ms),
+        # Whole milliseconds rounded up: a provider call that happened never reads as 0 ms.
+        latency_ms=math.ceil((time.monotonic() - draft.started) * 1000),
+        upstream_latency_ms=math.ceil(outcome.upstream_ms),
         request_bytes=draft.request_bytes,
         response_bytes=draft.response_bytes,
         images_in=draft.images_in,

@@ -1,4 +1,4 @@
-"""The one HTTP seam to providers: pooled urllib3 connections, the entity's timeout as a whole-call deadline,
+"""The one HTTP seam to providers: pooled kept-alive connections, the entity's timeout as a whole-call deadline,
 every failure turned into a GatewayError that names the provider and never the token, and the only
 way to fetch an image URL a provider answered (allowed hosts, public addresses, one budget).
 
@@ -15,35 +15,25 @@ from __future__ import annotations
 import base64
 import email.utils
 import functools
+import http.client
 import ipaddress
 import json
 import math
 import os
 import re
+import select
 import socket
 import ssl
+import threading
 import time
-from collections.abc import Iterator, Mapping
+import zlib
+from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import SplitResult, quote, urlsplit
 
-import urllib3
 from django.conf import settings
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    DecodeError,
-    LocationValueError,
-    NameResolutionError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-    SSLError,
-)
-from urllib3.util import parse_url
-from urllib3.util.connection import allowed_gai_family
 
 from edits_api import turns
 from edits_api.errors import GatewayError
@@ -145,11 +135,14 @@ NO_CLIENT_RETRY = {"x-should-retry": "false"}
 
 # -- connection pools ------------------------------------------------------------------------------
 #
-# urllib3 directly, not requests: requests' layer above it (sessions, cookie merging, hooks, body
-# encoding) was a sixth of an edit's CPU. urllib3 reads no proxy from the environment and keeps no
-# cookies, so nothing one upstream sets is replayed on another call.
+# The standard library's http.client with a small pool of our own, not urllib3: urllib3's layers
+# (pool manager, connection pool, its connection and response classes) cost about 90 µs of CPU per
+# provider call, more than a tenth of an edit's own work (bench/README.md, session 9). Nothing reads
+# a proxy from the environment and no cookie is kept, so nothing one upstream sets is replayed.
 
 _DEFAULT_HEADERS = {"User-Agent": "image-gateway", "Accept-Encoding": "gzip, deflate", "Accept": "*/*"}
+# Hosts with idle connections kept, the least recently used dropped first (image hosts vary).
+_POOLED_HOSTS = 16
 
 
 @dataclass(frozen=True)
@@ -157,7 +150,7 @@ class Answer:
     """An upstream's answer, its body read in full."""
 
     status_code: int
-    headers: Mapping[str, str]  # case-insensitive
+    headers: http.client.HTTPMessage  # .get() is case-insensitive
     content: bytes
 
     def json(self) -> Any:
@@ -165,8 +158,14 @@ class Answer:
         return json.loads(self.content)
 
 
-class _NotPublicAddress(NewConnectionError):
-    """An image host that resolves to (or connected on) an address image fetches may not reach."""
+class _Unreachable(Exception):
+    """No connection could be made; `reason` says why in a few words, `error` is what failed."""
+
+    def __init__(self, reason: str, error: BaseException | None = None, *, private: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.private = private  # the address is one image fetches may not reach
+        self.__cause__ = error
 
 
 def _is_public(address: str) -> bool:
@@ -176,102 +175,130 @@ def _is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def _connect_public(conn: HTTPConnection) -> socket.socket:
+_PRIVATE = "its address is private, loopback or link-local"
+
+
+def _connect_public(address: tuple[str, int], timeout: float | None, source: Any = None) -> socket.socket:
     """Resolve the host, connect only to a public address among its answers, and check the address
     actually connected to, so neither a name resolving to 127.0.0.1 nor a rebinding DNS reaches the
-    gateway's own network."""
-    host = conn._dns_host.strip("[]")
-    try:
-        answers = socket.getaddrinfo(host, conn.port, allowed_gai_family(), socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise NameResolutionError(conn.host, conn, exc) from exc
+    gateway's own network. (socket.create_connection's signature: http.client calls it.)"""
+    host, port = address
+    answers = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
     last_error: OSError | None = None
     refused = False
-    for family, kind, proto, _name, address in answers:
-        if not _is_public(str(address[0])):
+    for family, kind, proto, _name, target in answers:
+        if not _is_public(str(target[0])):
             refused = True
             continue
         sock = socket.socket(family, kind, proto)
         try:
-            for option in conn.socket_options or ():
-                sock.setsockopt(*option)
-            if isinstance(conn.timeout, int | float):
-                sock.settimeout(conn.timeout)
-            sock.connect(address)
+            sock.settimeout(timeout)
+            sock.connect(target)
             peer = str(sock.getpeername()[0])
-        except TimeoutError as exc:
+        except TimeoutError:
             sock.close()
-            raise ConnectTimeoutError(conn, f"Connection to {conn.host} timed out.") from exc
+            raise
         except OSError as exc:
             sock.close()
             last_error = exc
             continue
         if not _is_public(peer):
             sock.close()
-            raise _NotPublicAddress(conn, f"{conn.host} connected to a non-public address")
+            raise _Unreachable(_PRIVATE, private=True)
         return sock
     if refused and last_error is None:
-        raise _NotPublicAddress(conn, f"{conn.host} resolves to a private, loopback or link-local address")
-    raise NewConnectionError(conn, f"Failed to establish a new connection: {last_error}")
+        raise _Unreachable(_PRIVATE, private=True)
+    raise last_error or OSError(f"no address for {host}")
 
 
-class _HTTPConnection(HTTPConnection):
+class _HTTPConnection(http.client.HTTPConnection):
     """Sends a request body's file pieces itself (`_FilePiece.send_to`): with sendfile on a plain TCP
-    connection, so a file on disk goes to the provider without passing through Python."""
+    connection, so a file on disk goes to the provider without passing through Python; every other
+    piece within what is left of the request's deadline."""
+
+    deadline = math.inf
+
+    def __init__(self, host: str, port: int | None, timeout: float, *, public_only: bool) -> None:
+        super().__init__(host, port, timeout=timeout)
+        if public_only:
+            self._create_connection = _connect_public
 
     def send(self, data: Any) -> None:
         if isinstance(data, _FilePiece):
             data.send_to(self.sock)
-        else:
-            super().send(data)
+            return
+        if self.sock is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise _DeadlineExceeded
+            self.sock.settimeout(left)
+        super().send(data)
 
 
-class _HTTPSConnection(_HTTPConnection, HTTPSConnection):
-    pass
+class _HTTPSConnection(_HTTPConnection, http.client.HTTPSConnection):
+    def __init__(self, host: str, port: int | None, timeout: float, *, public_only: bool) -> None:
+        # The system's trusted certificates, read for each new connection (SSL_CERT_FILE counts).
+        http.client.HTTPSConnection.__init__(self, host, port, timeout=timeout, context=ssl.create_default_context())
+        if public_only:
+            self._create_connection = _connect_public
 
 
-class _PublicHTTPConnection(_HTTPConnection):
-    def _new_conn(self) -> socket.socket:
-        return _connect_public(self)
+def _dropped(sock: socket.socket | None) -> bool:
+    """An idle kept-alive connection the other side closed (or wrote to unasked) cannot be reused."""
+    if sock is None:
+        return True
+    poller = select.poll()  # not select(): descriptors past 1024 are common with thousands of threads
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
-class _PublicHTTPSConnection(_HTTPSConnection):
-    def _new_conn(self) -> socket.socket:
-        return _connect_public(self)
+class _Pool:
+    """Idle kept-alive connections per (scheme, host, port), the most recently used first: at most
+    `size` per host (settings.PROVIDER_POOL_SIZE, as many as threads that may call it at once).
+    `public_only`: connect only to public addresses (image fetches, unless an entity opts out)."""
+
+    def __init__(self, size: int, *, public_only: bool) -> None:
+        self._size = size
+        self._public_only = public_only
+        self._idle: OrderedDict[tuple[str, str, int], list[_HTTPConnection]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, parts: SplitResult, timeout: float) -> tuple[tuple[str, str, int], _HTTPConnection]:
+        tls = parts.scheme == "https"
+        host, port = parts.hostname or "", parts.port or (443 if tls else 80)
+        key = (parts.scheme, host, port)
+        while True:
+            with self._lock:
+                idle = self._idle.get(key)
+                conn = idle.pop() if idle else None
+            if conn is None:
+                break
+            if not _dropped(conn.sock):
+                return key, conn
+            conn.close()
+        kind = _HTTPSConnection if tls else _HTTPConnection
+        return key, kind(host, port, timeout, public_only=self._public_only)
+
+    def give_back(self, key: tuple[str, str, int], conn: _HTTPConnection) -> None:
+        closing: list[_HTTPConnection] = []
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            self._idle.move_to_end(key)
+            if len(idle) < self._size:
+                idle.append(conn)
+            else:
+                closing.append(conn)
+            while len(self._idle) > _POOLED_HOSTS:
+                closing += self._idle.popitem(last=False)[1]
+        for stale in closing:
+            stale.close()
 
 
-class _HTTPPool(HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-
-class _HTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
-
-
-class _PublicHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _PublicHTTPConnection
-
-
-class _PublicHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _PublicHTTPSConnection
-
-
-def _pool_manager(plain: type[HTTPConnectionPool], tls: type[HTTPSConnectionPool]) -> urllib3.PoolManager:
-    # One kept-alive connection per thread that may be calling the same provider at once. Bodies
-    # go out 1 MiB at a time: urllib3's 16 KiB blocks made a 50 MB edit spend 1.1 s in the
-    # provider call instead of 0.35 s.
-    manager = urllib3.PoolManager(
-        num_pools=16, maxsize=settings.PROVIDER_POOL_SIZE, retries=False, blocksize=_SEND_BLOCK
-    )
-    manager.pool_classes_by_scheme = {"http": plain, "https": tls}
-    return manager
-
-
-_providers = _pool_manager(_HTTPPool, _HTTPSPool)
+_providers = _Pool(settings.PROVIDER_POOL_SIZE, public_only=False)
 # Image URLs: public addresses only (the address connected to is checked), or any address for
 # entities that opt in.
-_fetch_public = _pool_manager(_PublicHTTPPool, _PublicHTTPSPool)
-_fetch_any = _pool_manager(_HTTPPool, _HTTPSPool)
+_fetch_public = _Pool(settings.PROVIDER_POOL_SIZE, public_only=True)
+_fetch_any = _Pool(settings.PROVIDER_POOL_SIZE, public_only=False)
 
 
 # -- request bodies --------------------------------------------------------------------------------
@@ -288,11 +315,11 @@ class _TooLarge(Exception):
 
 
 class _TrackedBody:
-    """A request body that knows when it was sent in full and cannot outlive the deadline.
+    """A request body that cannot outlive the deadline, with its length for the Content-Length.
 
-    urllib3 sends the chunks of an iterable body one by one, asking for the next only once the
-    previous one was sent, so the iteration that finds the end means the provider has the whole
-    request. Chunks are views of bytes and `_FilePiece`s (a file on disk, sent by the connection).
+    http.client sends the chunks of an iterable body one by one, asking for the next only once the
+    previous one was sent. Chunks are views of bytes and `_FilePiece`s (a file on disk, sent by the
+    connection).
     """
 
     def __init__(self, body: Any, deadline: float) -> None:
@@ -300,17 +327,15 @@ class _TrackedBody:
         self._deadline = deadline
         # bytes, a FormData or a stream that knows its length: providers get a Content-Length.
         self._length = len(body)
-        self.sent = False
 
     def __len__(self) -> int:
         return self._length
 
-    def __iter__(self) -> Iterator[memoryview | bytes | _FilePiece]:
+    def __iter__(self) -> Iterator[Any]:  # views and bytes, and file pieces for _HTTPConnection.send
         for chunk in self._chunks():
             if time.monotonic() > self._deadline:
                 raise _DeadlineExceeded
             yield chunk
-        self.sent = True
 
     def _chunks(self) -> Iterator[memoryview | bytes | _FilePiece]:
         if isinstance(self._body, bytes):
@@ -341,7 +366,7 @@ class _FilePiece:
         self._part = part
         self._deadline = deadline
 
-    def __len__(self) -> int:  # urllib3 skips a chunk that is empty
+    def __len__(self) -> int:  # http.client skips a chunk that is empty
         return self._part.count
 
     def send_to(self, sock: socket.socket) -> None:
@@ -477,7 +502,7 @@ def send_json(
 
 
 def _exchange(
-    pool: urllib3.PoolManager,
+    pool: _Pool,
     connection: Connection,
     method: str,
     url: str,
@@ -506,49 +531,72 @@ def _exchange(
     headers = {**_DEFAULT_HEADERS, **headers}
     if body is not None:
         headers["Content-Length"] = str(len(body))
-    answered_ok = False
-    # `total` makes urllib3 count the upload and the wait for headers against one budget.
-    timeout = urllib3.Timeout(connect=budget, read=budget, total=budget)
     try:
-        _check_url(url)
-        response = pool.urlopen(
-            method,
-            url,
-            body=body,
-            headers=headers,
-            timeout=timeout,
-            preload_content=False,
-            redirect=False,  # a redirect would replay the credentials to another URL
-            retries=False,
-        )
+        parts = _parsed(url)
+    except _Unreachable as why:
+        raise _unreachable(connection, why) from why
+    key, conn = pool.take(parts, budget)
+    if conn.sock is None:
+        _connect(connection, conn)
+    conn.deadline = deadline
+    sent = False
+    try:
+        conn.request(method, _target(parts), body=body, headers=headers)
+        sent = True  # the whole request is out; now the wait for the answer's head
+        _bound(conn.sock, deadline)
+        response = conn.getresponse()
         ok = 200 <= response.status < 300
-        answered_ok = ok
         if not ok and not read_error_body:
-            _discard(response)
+            conn.close()
             return Answer(response.status, response.headers, b"")
-        try:
-            content = _read_body(response, deadline, max_bytes if ok else min(max_bytes, MAX_ERROR_BYTES))
-        except BaseException:
-            _discard(response)  # a half-read connection cannot go back to the pool
-            raise
-    except (ReadTimeoutError, _DeadlineExceeded) as exc:
-        raise _timed_out(connection, body, answered_ok or _was_sent(body, exc)) from exc
-    except ConnectTimeoutError as exc:
-        if isinstance(exc, NewConnectionError):  # urllib3's subclass for a refused connection
-            raise _unreachable(connection, exc) from exc
-        raise timeout_error(connection) from exc
-    except DecodeError as exc:
-        raise bad_response(connection, "its content encoding does not decode") from exc
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
-        if answered_ok or _was_sent(body, exc):
-            raise connection_lost(connection) from exc
-        if body is not None and any(isinstance(cause, TimeoutError) for cause in _causes(exc)):
-            # A send that timed out (urllib3 wraps it as "Connection aborted"): the provider was
-            # reached but stopped reading, which is slowness (504), not a refused connection.
-            raise _timed_out(connection, body, False) from exc
-        raise _unreachable(connection, exc) from exc
-    response.release_conn()  # read to the end: the connection goes back to the pool for reuse
+        content = _read_body(response, conn, deadline, max_bytes if ok else min(max_bytes, MAX_ERROR_BYTES))
+    except BaseException as exc:
+        conn.close()  # a connection in an unknown state never goes back to the pool
+        if isinstance(exc, TimeoutError | _DeadlineExceeded):
+            raise _timed_out(connection, body, sent) from exc
+        if isinstance(exc, zlib.error):
+            raise bad_response(connection, "its content encoding does not decode") from exc
+        if isinstance(exc, http.client.HTTPException | OSError):
+            if sent:
+                raise connection_lost(connection) from exc
+            lost = _Unreachable("the connection was closed unexpectedly", exc)
+            raise _unreachable(connection, lost) from lost
+        raise
+    if conn.sock is not None and response.isclosed():
+        pool.give_back(key, conn)  # read to the end: the connection is reused
+    else:
+        conn.close()
     return Answer(response.status, response.headers, content)
+
+
+def _connect(connection: Connection, conn: _HTTPConnection) -> None:
+    try:
+        conn.connect()
+    except _Unreachable as why:
+        conn.close()
+        raise _unreachable(connection, why) from why
+    except TimeoutError as exc:
+        conn.close()
+        raise timeout_error(connection) from exc
+    except OSError as exc:
+        conn.close()
+        if isinstance(exc, socket.gaierror):
+            reason = "its host name did not resolve"
+        elif isinstance(exc, ssl.SSLError):
+            reason = "the TLS handshake failed"
+        else:
+            reason = "the connection was refused"
+        failure = _Unreachable(reason, exc)
+        raise _unreachable(connection, failure) from failure
+
+
+def _bound(sock: socket.socket | None, deadline: float) -> None:
+    """The next wait's socket timeout: what is left of the deadline."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise _DeadlineExceeded
+    if sock is not None:
+        sock.settimeout(left)
 
 
 def _timed_out(connection: Connection, body: _TrackedBody | None, sent: bool) -> GatewayError:
@@ -558,91 +606,71 @@ def _timed_out(connection: Connection, body: _TrackedBody | None, sent: bool) ->
     return timeout_error(connection, upload=body is not None)
 
 
-def _check_url(url: str) -> None:
-    """Only absolute http(s) URLs (urllib3 would take a bare host name as http)."""
-    parsed = parse_url(url)
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise LocationValueError(f"not an absolute http(s) URL: {parsed.scheme or 'no'} scheme")
+_NOT_A_URL = "its URL is not a valid http(s) URL"
 
 
-def _discard(response: urllib3.BaseHTTPResponse) -> None:
-    response.close()
-    response.release_conn()
+def _parsed(url: str) -> SplitResult:
+    """Only absolute http(s) URLs; `_Unreachable` otherwise."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        raise _Unreachable(_NOT_A_URL) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _Unreachable(_NOT_A_URL)
+    return parts
 
 
-def _was_sent(body: _TrackedBody | None, exc: BaseException) -> bool:
-    """Whether the provider got the whole request before `exc`: the body was read to its end, or,
-    with no body, the connection was made (the failure is not one of connecting)."""
-    if body is not None:
-        return body.sent
-    connecting = (NewConnectionError, ConnectTimeoutError, SSLError, LocationValueError)
-    return not any(isinstance(cause, connecting) for cause in _causes(exc))
+def _target(parts: SplitResult) -> str:
+    """The request line's path and query, with what may not go on it percent-encoded."""
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return quote(target, safe="/?&=%:@!$'()*+,;~[]")
 
 
-def _read_body(response: urllib3.BaseHTTPResponse, deadline: float, max_bytes: int) -> bytes:
+def _read_body(response: http.client.HTTPResponse, conn: _HTTPConnection, deadline: float, max_bytes: int) -> bytes:
     """Read the body as it arrives, each wait bounded by what is left of the deadline, so a
-    trickling upstream is cut off on time (a socket timeout alone bounds each read, not the sum)."""
+    trickling upstream is cut off on time (a socket timeout alone bounds each read, not the sum).
+    A gzip or deflate body is decoded as it comes, never past `max_bytes`."""
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise _TooLarge(max_bytes)
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    decoder = None
+    if encoding in ("gzip", "x-gzip"):
+        decoder = zlib.decompressobj(zlib.MAX_WBITS | 16)
+    elif encoding == "deflate":
+        decoder = zlib.decompressobj()
     buffer = bytearray()
+    sock = conn.sock
     while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise _DeadlineExceeded
-        # urllib3 resets the socket timeout before the connection's next request.
-        sock = getattr(response.connection, "sock", None)
-        if sock is not None:
-            sock.settimeout(remaining)
-        chunk = response.read1(_READ_CHUNK, decode_content=True)
+        _bound(sock, deadline)
+        chunk = response.read1(_READ_CHUNK)
         if not chunk:
+            if response.length:  # closed before the length it declared
+                raise http.client.IncompleteRead(bytes(buffer), response.length)
+            response.close()  # read to the end (read1 leaves a body of known length open)
+            if decoder is not None:
+                buffer += decoder.flush()
+            if len(buffer) > max_bytes:
+                raise _TooLarge(max_bytes)
             return bytes(buffer)
+        if decoder is not None:
+            chunk = decoder.decompress(chunk, max_bytes - len(buffer) + 1)
+            if decoder.unconsumed_tail:
+                raise _TooLarge(max_bytes)
         buffer += chunk
         if len(buffer) > max_bytes:
             raise _TooLarge(max_bytes)
 
 
-def _failure_reason(exc: Exception) -> str:
-    """The kind of transport failure, in a few words (urllib3's messages carry pool internals)."""
-    for cause in _causes(exc):
-        if isinstance(cause, _NotPublicAddress):  # before its base class NewConnectionError
-            return "its address is private, loopback or link-local"
-        if isinstance(cause, NameResolutionError):  # before its base class NewConnectionError
-            return "its host name did not resolve"
-        if isinstance(cause, NewConnectionError):
-            return "the connection was refused"
-        if isinstance(cause, LocationValueError):
-            return "its URL is not a valid http(s) URL"
-        if isinstance(cause, SSLError):
-            return "the TLS handshake failed"
-        if isinstance(cause, ProtocolError):
-            return "the connection was closed unexpectedly"
-    return "connection failed"
-
-
-def _unreachable(connection: Connection, exc: Exception) -> GatewayError:
+def _unreachable(connection: Connection, why: _Unreachable) -> GatewayError:
+    """Raise it `from why`: a fetch words its own error from `why` (`_fetch_transport_error`)."""
     return GatewayError(
         502,
-        f"{connection.provider_name} could not be reached: {_failure_reason(exc)}.",
+        f"{connection.provider_name} could not be reached: {why.reason}.",
         type="upstream_error",
         code="upstream_unreachable",
     )
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """The exception and what it wraps: urllib3 keeps the cause in `.reason` or args[1]."""
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in chain:
-        chain.append(current)
-        reason = getattr(current, "reason", None)
-        if isinstance(reason, BaseException):
-            current = reason
-        elif any(isinstance(arg, BaseException) for arg in current.args):
-            current = next(arg for arg in current.args if isinstance(arg, BaseException))
-        else:
-            current = current.__cause__ or current.__context__
-    return chain
 
 
 # -- an upstream's error answer --------------------------------------------------------------------
@@ -995,10 +1023,10 @@ def _fetch_transport_error(connection: Connection, error: GatewayError, where: s
     cause = error.__cause__
     if error.code != "upstream_unreachable":
         reason = "the connection was closed before the image arrived"
-    elif isinstance(cause, Exception):
-        reason = _failure_reason(cause)
+    elif isinstance(cause, _Unreachable):
+        reason = cause.reason
+        if cause.private:
+            reason += " (allow_private_network on the image model permits it)"
     else:
         reason = "connection failed"
-    if isinstance(cause, Exception) and any(isinstance(c, _NotPublicAddress) for c in _causes(cause)):
-        reason += " (allow_private_network on the image model permits it)"
     return _fetch_error(connection, f"{where} could not be downloaded: {reason}")

@@ -609,3 +609,30 @@ def test_calls_reuse_one_kept_alive_connection(standin: StandIn, tmp_path: Path)
         connection = standin.connection(provider)
         ADAPTERS[provider].edit(connection, edit(connection, tmp_path))
     assert len({received.client_port for received in standin.received}) == 1
+
+
+def test_a_kept_alive_connection_the_provider_closed_is_not_reused(hostile: Hostile, tmp_path: Path) -> None:
+    # The provider closes its idle end without saying so; the next call must open a new connection
+    # instead of failing on the dead one.
+    connection = Connection("openai", "OpenAI", hostile.openai_url, TOKEN, 5.0)
+    first = ADAPTERS["openai"].edit(connection, replace(edit(connection, tmp_path), prompt="close-when-idle"))
+    time.sleep(0.5)
+    second = ADAPTERS["openai"].edit(connection, edit(connection, tmp_path))
+    assert len(first.items) == len(second.items) == 1
+    assert hostile.api_calls == 2
+
+
+def test_a_gzip_compressed_answer_is_decoded(hostile: Hostile, tmp_path: Path) -> None:
+    connection = Connection("openai", "OpenAI", hostile.openai_url, TOKEN, 5.0)
+    result = ADAPTERS["openai"].edit(connection, replace(edit(connection, tmp_path), prompt="gzip-answer"))
+    assert [base64.b64decode(item.b64_json or "")[:8] for item in result.items] == [b"\x89PNG\r\n\x1a\n"]
+
+
+def test_an_answer_cut_short_of_its_length_is_a_lost_connection(hostile: Hostile, tmp_path: Path) -> None:
+    # Not a truncated JSON parsed as if whole: the provider had the request, so the outcome is unknown.
+    connection = Connection("openai", "OpenAI", hostile.openai_url, TOKEN, 5.0)
+    with pytest.raises(GatewayError) as failed:
+        ADAPTERS["openai"].edit(connection, replace(edit(connection, tmp_path), prompt="short-answer"))
+    error = failed.value
+    assert (error.status, error.code, error.outcome_unknown) == (502, "upstream_error", True)
+    assert "closed the connection before answering" in error.message
