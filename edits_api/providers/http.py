@@ -237,10 +237,17 @@ class _HTTPConnection(http.client.HTTPConnection):
 
 class _HTTPSConnection(_HTTPConnection, http.client.HTTPSConnection):
     def __init__(self, host: str, port: int | None, timeout: float, *, public_only: bool) -> None:
-        # The system's trusted certificates, read for each new connection (SSL_CERT_FILE counts).
-        http.client.HTTPSConnection.__init__(self, host, port, timeout=timeout, context=ssl.create_default_context())
+        context = _tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+        http.client.HTTPSConnection.__init__(self, host, port, timeout=timeout, context=context)
         if public_only:
             self._create_connection = _connect_public
+
+
+@functools.lru_cache(maxsize=4)
+def _tls_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    """The system's trusted certificates (or those SSL_CERT_FILE / SSL_CERT_DIR name), with host
+    name checks; read once, not for each of thousands of new connections."""
+    return ssl.create_default_context()
 
 
 def _dropped(sock: socket.socket | None) -> bool:

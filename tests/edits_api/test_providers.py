@@ -567,6 +567,19 @@ def test_over_tls_a_file_on_disk_is_read_and_sent_whole(tmp_path: Path, monkeypa
     assert received.content_length == received.body_size and not received.chunked
 
 
+def test_a_provider_certificate_the_gateway_does_not_trust_is_refused(tmp_path: Path) -> None:
+    # Certificates are verified: a self-signed one not in SSL_CERT_FILE fails the handshake.
+    with StandIn(tls_certificate(tmp_path)) as standin:
+        with pytest.raises(GatewayError) as failed:
+            ADAPTERS["openai"].edit(
+                standin.connection(), ImageRequest(prompt="p", model=GPT, images=[image_file(tmp_path)])
+            )
+        assert standin.received == []
+    error = failed.value
+    assert (error.status, error.code) == (502, "upstream_unreachable")
+    assert error.message == "OpenAI could not be reached: the TLS handshake failed."
+
+
 def test_a_file_sent_in_full_leaves_the_outcome_unknown(standin: StandIn, tmp_path: Path) -> None:
     # The provider reads the whole body, then never answers: it may have processed the edit.
     standin.fail_next("hang")
