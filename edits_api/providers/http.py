@@ -227,11 +227,7 @@ class _HTTPConnection(http.client.HTTPConnection):
         if isinstance(data, _FilePiece):
             data.send_to(self.sock)
             return
-        if self.sock is not None:
-            left = self.deadline - time.monotonic()
-            if left <= 0:
-                raise _DeadlineExceeded
-            self.sock.settimeout(left)
+        _bound(self.sock, self.deadline)
         super().send(data)
 
 
@@ -385,24 +381,17 @@ class _FilePiece:
                 read = os.preadv(file.fileno(), [buffer[: end - offset]], offset)
                 if not read:
                     raise EOFError(f"a file part ended before its {self._part.count} bytes")
-                self._bound(sock)
+                _bound(sock, self._deadline)
                 sock.sendall(buffer[:read])
                 offset += read
             return
         # A plain TCP socket: the kernel copies from the page cache to the socket.
         while offset < end:
             count = min(_SEND_BLOCK, end - offset)
-            self._bound(sock)
+            _bound(sock, self._deadline)
             if sock.sendfile(file, offset, count) != count:
                 raise EOFError(f"a file part ended before its {self._part.count} bytes")
             offset += count
-
-    def _bound(self, sock: socket.socket) -> None:
-        """The next block's socket timeout: what is left of the deadline."""
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            raise _DeadlineExceeded
-        sock.settimeout(left)
 
 
 # -- errors ----------------------------------------------------------------------------------------
@@ -620,10 +609,10 @@ def _parsed(url: str) -> SplitResult:
     """Only absolute http(s) URLs; `_Unreachable` otherwise."""
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+        has_port = parts.port is not None  # ValueError on a port that is not a number
     except ValueError:
         raise _Unreachable(_NOT_A_URL) from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in ("http", "https") or not parts.hostname or (has_port and not parts.port):
         raise _Unreachable(_NOT_A_URL)
     return parts
 
