@@ -136,12 +136,14 @@ def _from_drf(exc: drf_exceptions.APIException) -> GatewayError:
     return GatewayError(exc.status_code, message, type=type_, code=code, headers=headers)
 
 
-def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's handler: every error in the OpenAI envelope, with the field at fault as `param`.
+def as_gateway_error(exc: Exception, where: str) -> GatewayError:
+    """Any exception as the error the client is told; an unexpected one is logged (`where` raised it).
 
     Django's own ValidationError, Http404 and PermissionDenied are turned into DRF's first
     (HackSoft's pattern), so a model's `full_clean()` raised from a view answers 400, never 500.
     """
+    if isinstance(exc, GatewayError):
+        return exc
     if isinstance(exc, DjangoValidationError):
         exc = drf_exceptions.ValidationError(as_serializer_error(exc))
     elif isinstance(exc, Http404):
@@ -150,18 +152,21 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = drf_exceptions.PermissionDenied()
     elif isinstance(exc, OperationalError | InterfaceError):
         logger.error("database unavailable: %s", exc)
-        exc = database_unavailable()
+        return database_unavailable()
     elif isinstance(exc, UnicodeEncodeError) and exc.encoding == "latin-1":
         # http.client encodes header values as latin-1: a credential the operator typed is at fault.
         logger.error("a provider connection holds a value that is not latin-1: %s", exc.reason)
-        exc = connection_misconfigured()
+        return connection_misconfigured()
     if isinstance(exc, drf_exceptions.APIException):
-        exc = _from_drf(exc)
-    if isinstance(exc, GatewayError):
-        return Response(exc.body(), status=exc.status, headers=exc.headers)
-    logger.exception("unhandled error in %s", context.get("view").__class__.__name__)
-    error = GatewayError(500, "The gateway failed to handle this request.", type="server_error", code="internal_error")
-    return Response(error.body(), status=500)
+        return _from_drf(exc)
+    logger.exception("unhandled error in %s", where)
+    return GatewayError(500, "The gateway failed to handle this request.", type="server_error", code="internal_error")
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+    """DRF's handler: every error in the OpenAI envelope, with the field at fault as `param`."""
+    error = as_gateway_error(exc, context.get("view").__class__.__name__)
+    return Response(error.body(), status=error.status, headers=error.headers)
 
 
 class DatabaseUnavailableMiddleware:

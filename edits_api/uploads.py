@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -95,6 +96,41 @@ def capped_body(request: HttpRequest, limit: int) -> CappedStream:
         # Django reads nothing when there is no Content-Length; gunicorn has decoded the chunks.
         return CappedStream(request.META["wsgi.input"], limit)
     return CappedStream(request, limit)
+
+
+def json_body(request: HttpRequest) -> Any:
+    """A JSON body (a generation), read within DATA_UPLOAD_MAX_MEMORY_SIZE: it holds no file."""
+    content_type = request.META.get("CONTENT_TYPE", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise GatewayError(
+            415,
+            f"Send the request as application/json, not {content_type.split(';')[0] or 'an empty body'}.",
+            code="unsupported_media_type",
+        )
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    if (declared_length(request) or 0) > limit:
+        raise _json_too_large(limit)
+    stream, raw = capped_body(request, limit), bytearray()
+    try:
+        while chunk := stream.read(READ_SIZE):
+            raw += chunk
+    except GatewayError as exc:
+        raise (_json_too_large(limit) if exc.status == 413 else exc) from None
+    if not raw:
+        return {}  # no body: the missing fields are named, as for an empty form
+    try:
+        # NaN and Infinity are not JSON (RFC 8259), whatever Python's parser accepts.
+        return json.loads(raw, parse_constant=_not_json)
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included
+        raise GatewayError(400, f"The body is not valid JSON: {exc}.", code="invalid_request_body") from None
+
+
+def _not_json(constant: str) -> None:
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def _json_too_large(limit: int) -> GatewayError:
+    return GatewayError(413, f"The JSON body is larger than {limit} bytes.", code="invalid_request_body")
 
 
 @dataclass

@@ -236,6 +236,8 @@ def test_get_gets_405_in_the_openai_shape(gateway: Gateway) -> None:
 
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
+    assert response.headers["Allow"] == "POST"  # OPTIONS is refused as well: only POST is served
+    assert requests.options(gateway.url + "/v1/images/edits", timeout=10).status_code == 405
 
 
 def test_broken_multipart_body_gets_400(gateway: Gateway) -> None:

@@ -182,6 +182,19 @@ def test_a_body_that_is_not_json_is_a_415_or_400_in_the_envelope(generation: dic
     assert broken.status_code == 400 and broken.json()["error"]["code"] == "invalid_request_body"
 
 
+def test_json_that_python_reads_but_rfc_8259_does_not_is_refused(generation: dict[str, Any]) -> None:
+    response = requests.post(
+        generation["url"] + "/v1/images/generations",
+        data=b'{"prompt": "a cat", "n": NaN}',
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_request_body"
+    assert "NaN" in response.json()["error"]["message"]
+    assert generation["standin"].received == []
+
+
 def test_generation_disabled_and_not_supported_are_told_apart(generation: dict[str, Any]) -> None:
     ImageModel.objects.filter(id="gen-openai").update(generation={"enabled": False})
     route: Route = generation["route"]

@@ -6,6 +6,7 @@ clean-up of spooled temporary files are checked here, against the test database.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -53,8 +54,8 @@ def _free_port() -> int:
 
 @pytest.fixture
 def served(transactional_db: None, standin: StandIn, tmp_path: Path) -> Iterator[Served]:
-    openai = make_image_model("img-openai", "openai", standin)
-    make_route("served", ["127.0.0.1"], [openai], max_size_upload=LIMIT)
+    openai = make_image_model("img-openai", "openai", standin, generation={"enabled": True})
+    make_route("served", ["127.0.0.1"], [openai], generation_refs=[openai], max_size_upload=LIMIT)
     port = _free_port()
     spool = tmp_path / "spool"
     spool.mkdir()
@@ -141,6 +142,37 @@ def test_chunked_upload_over_the_limit_is_cut_off_with_413(served: Served, stand
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "file_too_large"
     assert standin.received == []
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["declared", "chunked"])
+def test_a_json_body_over_two_megabytes_is_a_413_before_any_provider_call(
+    served: Served, standin: StandIn, chunked: bool
+) -> None:
+    body = json.dumps({"prompt": "x" * (2 * 1024 * 1024)}).encode()
+    response = requests.post(
+        served.url + "/v1/images/generations",
+        data=chunks(body) if chunked else body,
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+
+    assert response.status_code == 413, response.text
+    assert response.json()["error"]["code"] == "invalid_request_body"
+    assert standin.received == []
+
+
+def test_a_chunked_json_body_is_decoded(served: Served, standin: StandIn) -> None:
+    body = json.dumps({"prompt": "a cat in a hat"}).encode()
+
+    response = requests.post(
+        served.url + "/v1/images/generations",
+        data=chunks(body, size=5),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+
+    assert response.status_code == 200, response.text
+    assert standin.last.json["prompt"] == "a cat in a hat"
 
 
 def test_declared_length_over_the_limit_is_refused_before_the_body(served: Served, standin: StandIn) -> None:
