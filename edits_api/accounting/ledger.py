@@ -404,18 +404,23 @@ class _Writer:
             close_old_connections()
             if not self.rows and journal.pending:
                 self._replay()
-            self.flush()
+            self.flush(until_empty=False)
             connections.close_all()  # this thread's own: none held while it sleeps (or the pool needs it)
             time.sleep(settings.LEDGER_FLUSH_SECONDS)
 
-    def flush(self) -> None:
-        """Writes every buffered row (or journals it)."""
-        while True:
+    def flush(self, *, until_empty: bool = True) -> None:
+        """Writes every buffered row (or journals it). The writer thread takes only the rows buffered
+        when it starts: rows that arrive while it writes wait for its next round, in one batch, instead
+        of following one by one (each batch's query and commit cost as much as ten rows under load)."""
+        with self.changed:
+            left = len(self.rows)
+        while until_empty or left > 0:
             with self.changed:
                 batch = [self.rows.popleft() for _ in range(min(BATCH, len(self.rows)))]
                 self.changed.notify_all()
             if not batch:
                 return
+            left -= len(batch)
             self.write(batch)
 
 

@@ -132,3 +132,34 @@ def test_concurrent_writers_store_every_row_and_none_fails() -> None:
 
     assert failures == []
     assert UsageRecord.objects.filter(request_id__startswith="req-lock-").count() == 160
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rows_that_arrive_while_the_writer_writes_wait_for_its_next_batch(
+    settings: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each write's queries and commit cost about as much as ten rows: under load, rows that
+    # followed one another into batches of a few made the writer a fifth of an edit's CPU.
+    template = finished("req-template").row()  # written at once (the tests' LEDGER_FLUSH_SECONDS is 0)
+    UsageRecord.objects.all().delete()
+    settings.LEDGER_FLUSH_SECONDS = 0.2
+    store = ledger.store_rows
+    batches: list[int] = []
+
+    def slow_store(rows: list[dict[str, object]]) -> int:
+        batches.append(len(rows))
+        time.sleep(0.02)  # a database that takes its time
+        return store(rows)
+
+    monkeypatch.setattr(ledger, "store_rows", slow_store)
+    writer = ledger._Writer()  # its own thread, with this test's settings
+    for i in range(400):
+        writer.submit([{**template, "request_id": f"req-steady-{i}"}])
+        time.sleep(0.001)
+    deadline = time.monotonic() + 20
+    while UsageRecord.objects.filter(request_id__startswith="req-steady-").count() < 400:
+        assert time.monotonic() < deadline, f"rows still missing after batches {batches}"
+        time.sleep(0.05)
+
+    assert sum(batches) == 400
+    assert len(batches) <= 8, batches  # one batch per round of the writer, not one per write's wait
