@@ -39,8 +39,8 @@ class ImagesEndpoint(APIView):
     """Shared by the image endpoints: route resolution before the body is read, and the ledger row.
 
     DRF only describes these views (the OpenAPI schema); a request skips its dispatch (Request
-    wrapping, negotiation, renderers), which was about 8% of an edit's CPU. Every error still
-    answers in the envelope through `errors.as_gateway_error`, as DRF's handler does elsewhere.
+    wrapping, negotiation, renderers), which was about 8% of an edit's instructions. Every error
+    still answers in the envelope through `errors.as_gateway_error`, as DRF's handler does elsewhere.
     """
 
     operation: Operation
