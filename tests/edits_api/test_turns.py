@@ -1,6 +1,7 @@
 """CPU turns (edits_api/turns.py): lanes take turns in rotation, waits give the turn back, and no
 request waits for ever on a turn that another waiter needs to give back."""
 
+import sys
 import threading
 import time
 
@@ -57,6 +58,31 @@ def test_a_waiter_runs_without_a_turn_after_its_wait_and_the_count_stays_right()
 
     fair.release()  # the one real turn comes back: the next caller gets it at once
     assert fair.acquire("other", 0.1) is True
+
+
+def test_waits_that_time_out_as_a_turn_is_handed_over_lose_no_turn() -> None:
+    """Short waits race with hand-overs (a turn handed to a waiter that has just given up; with
+    threads switched every microsecond this happens hundreds of times here): once every thread is
+    done, exactly the `slots` turns are left, none lost and none made."""
+    fair = turns.FairTurns(2)
+
+    def churn(lane: str) -> None:
+        for _ in range(2000):
+            if fair.acquire(lane, 0.00002):
+                fair.release()
+
+    threads = [threading.Thread(target=churn, args=(f"lane{n % 3}",)) for n in range(8)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        sys.setswitchinterval(interval)
+
+    assert [fair.acquire("after", 0.05) for _ in range(3)] == [True, True, False]
 
 
 @pytest.mark.django_db
