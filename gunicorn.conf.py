@@ -21,6 +21,8 @@ bind = os.environ.get("GUNICORN_BIND", f"{os.environ.get('HOST', '127.0.0.1')}:{
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 # gunicorn's threaded worker, hardened against slow and idle clients (see that module for the limits).
 worker_class = "gateway_project.gworker.GatewayThreadWorker"
+# gunicorn's C parser (gunicorn_h1c, pinned): request heads parsed without a Python loop per header.
+http_parser = "fast"
 # Each worker alone can hold 2048 slow edits: connections are not spread evenly across workers.
 # Threads start only when needed and a held edit's thread costs little memory (bench/README.md).
 threads = int(os.environ.get("GUNICORN_THREADS", "2048"))

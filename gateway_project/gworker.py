@@ -51,6 +51,10 @@ from edits_api import turns
 _HEAD_END = b"\r\n\r\n"
 _MAX_HEAD = 64 * 1024
 _ACCEPT_BATCH = 256
+# Heads are read this much at a time: a head is rarely longer, and a 64 KiB read brought the body's
+# first 64 KiB along, copied several times through gunicorn's parser and body reader (CPU per
+# 100 KB edit at c=16, two runs each: 1.17-1.19 ms with 64 KiB reads, 1.07-1.11 ms with these).
+_HEAD_READ = 8192
 _ENVELOPE = b'{"error": {"message": "%s", "type": "server_error", "param": null, "code": "%s"}}'
 
 
@@ -321,7 +325,7 @@ class GatewayThreadWorker(ThreadWorker):
     def _on_head_data(self, conn: TConn, _sock: Any) -> None:
         deadline, buffer = self.reading[conn]
         try:
-            data = conn.sock.recv(65536)
+            data = conn.sock.recv(_HEAD_READ)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -420,7 +424,7 @@ class GatewayThreadWorker(ThreadWorker):
         try:
             while (left := deadline - time.monotonic()) > 0:
                 conn.sock.settimeout(left)
-                data = conn.sock.recv(65536)  # no CPU turn is held while it waits
+                data = conn.sock.recv(_HEAD_READ)  # no CPU turn is held while it waits
                 if not data:
                     break
                 buffer += data

@@ -185,6 +185,48 @@ def test_requests_back_to_back_on_one_connection_and_a_head_split_after_an_answe
     assert split[0].startswith("HTTP/1.1 200 OK") and json.loads(split[1]) == json.loads(answers[0][1])
 
 
+def test_heads_longer_than_one_read_are_served_new_and_kept_alive(hardened: str) -> None:
+    # Heads are read 8 KiB at a time (a read of 64 KiB took the body's start with it, copied
+    # several times by the parser); a 20 KB head takes several reads, on a new connection (the
+    # main loop) and right after an answer (the answering thread's linger).
+    padding = b"".join(b"X-Pad-%d: %s\r\n" % (n, b"a" * 4000) for n in range(5))
+    long_head = HEALTHZ[:-2] + padding + b"\r\n"
+    with _connect(_port(hardened)) as sock:
+        sock.sendall(long_head)
+        first = _read_one(sock)
+        sock.sendall(long_head)
+        second = _read_one(sock)
+
+    assert first[0].startswith("HTTP/1.1 200 OK") and second[0].startswith("HTTP/1.1 200 OK")
+
+
+# Heads that two servers in a row could read apart (request smuggling) or that are not HTTP/1.1.
+_REFUSED_HEADS = {
+    "Content-Length and chunked": b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "two Content-Lengths": b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+    "chunked twice": b"Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+    "a space before the colon": b"Content-Length : 5\r\n\r\nhello",
+    "a folded line": b"X-A: a\r\n b\r\n\r\n",
+    "a NUL in a value": b"X-A: a\x00b\r\n\r\n",
+    "a bare CR in a value": b"X-A: a\rb\r\n\r\n",
+    "a bare LF ending a line": b"X-A: a\nX-B: b\r\n\r\n",
+    "a signed Content-Length": b"Content-Length: +5\r\n\r\nhello",
+    "two Hosts": b"Host: elsewhere\r\n\r\n",
+}
+
+
+def test_ambiguous_heads_are_refused_with_400_and_reach_no_provider(hardened: str, standin: StandIn) -> None:
+    # gunicorn's C parser (http_parser = "fast") refuses what its Python parser refuses.
+    first_lines = {}
+    for case, rest in _REFUSED_HEADS.items():
+        with _connect(_port(hardened)) as sock:
+            sock.sendall(b"POST /v1/images/edits HTTP/1.1\r\nHost: 127.0.0.1\r\n" + rest)
+            first_lines[case] = _read_answer(sock).split("\r\n")[0]
+
+    assert first_lines == dict.fromkeys(_REFUSED_HEADS, "HTTP/1.1 400 Bad Request")
+    assert standin.received == []
+
+
 def test_a_head_begun_right_after_an_answer_and_never_finished_gets_the_header_timeout(hardened: str) -> None:
     with _connect(_port(hardened)) as sock:
         sock.sendall(HEALTHZ)
