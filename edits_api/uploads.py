@@ -159,7 +159,7 @@ def multipart_upload(request: HttpRequest, *, limit: int) -> Iterator[Upload]:
     in_memory = (declared or limit) <= settings.FILE_UPLOAD_MAX_MEMORY_SIZE
     form = _Form(request.encoding or settings.DEFAULT_CHARSET, in_memory=in_memory)
     try:
-        _parse(capped_body(request, limit), _boundary(content_type), declared, form)
+        _parse(capped_body(request, limit), _boundary(request), declared, form)
     except BaseException:
         form.close()
         raise
@@ -171,8 +171,11 @@ def multipart_upload(request: HttpRequest, *, limit: int) -> Iterator[Upload]:
         form.close()
 
 
-def _boundary(content_type: str) -> bytes:
-    _, params = parse_header_parameters(content_type)
+def _boundary(request: HttpRequest) -> bytes:
+    # Django parsed the Content-Type's parameters when it made the request: not parsed twice.
+    params = request.content_params
+    if params is None:  # a bare HttpRequest, which nothing parsed
+        _, params = parse_header_parameters(request.META.get("CONTENT_TYPE", ""))
     boundary = params.get("boundary", "")
     if not boundary or len(boundary) > 200 or not boundary.isascii() or not boundary.isprintable():
         raise malformed("its boundary is missing or invalid")
