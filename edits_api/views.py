@@ -65,6 +65,8 @@ class ImagesEndpoint(APIView):
             for name, value in {**self._served_headers(), **admission.rate_headers(draft, self.key)}.items():
                 response.setdefault(name, value)
             _answered(draft, response)
+            if isinstance(response, HttpResponse):  # sized, not chunked (CommonMiddleware's job elsewhere)
+                response.setdefault("Content-Length", str(draft.response_bytes))
         return response
 
     def _admit(self, request: HttpRequest) -> None:

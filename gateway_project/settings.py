@@ -172,7 +172,9 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
 ]
 # The image endpoints' chain (gateway_project/wsgi.py): without what only the admin and browsers
-# need (static files, sessions, CSRF, users, messages, login lockouts), 6% of an edit's CPU.
+# need (static files, sessions, CSRF, users, messages, login lockouts), 6% of an edit's CPU. Nor
+# CommonMiddleware: its slash and www redirects and user-agent refusals are for pages, and the
+# Content-Length it adds the image views set themselves (edits_api/views.py).
 IMAGES_API_MIDDLEWARE = [
     name
     for name in MIDDLEWARE
@@ -180,6 +182,7 @@ IMAGES_API_MIDDLEWARE = [
     not in {
         "WhiteNoiseMiddleware",
         "SessionMiddleware",
+        "CommonMiddleware",
         "CsrfViewMiddleware",
         "AuthenticationMiddleware",
         "MessageMiddleware",
