@@ -220,8 +220,8 @@ _HEADER_NAME = re.compile(r"[!-9;-~]+")
 
 class _Response(http.client.HTTPResponse):
     """http.client's answer, its head parsed without the email package: `parse_headers` runs the
-    email feed parser, 40-60 us of CPU per provider answer, a twentieth of an edit's own work;
-    this loop, a fifth of that. The rest is http.client's own `begin`, whose steps it repeats."""
+    email feed parser (27 us for a five-field head in a loop, 3.5% of an edit's instructions);
+    this loop takes a fifth of that. The rest is http.client's own `begin`, step by step."""
 
     def begin(self) -> None:
         if self.headers is not None:
