@@ -360,6 +360,29 @@ def server_command(server: str, env: dict[str, str]) -> list[str]:
     raise ValueError(f"unknown server {server!r}; one of {', '.join(SERVERS)}")
 
 
+def seeded_env(root: Path, workdir: Path, seed: dict[str, Any], extra: dict[str, str]) -> dict[str, str]:
+    """The environment of a gateway on a fresh database in `workdir` (unless DATABASE_URL names
+    one), migrated and seeded with `seed` by the checkout at `root`."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": os.environ.get("DATABASE_URL") or f"sqlite:///{workdir / 'bench.sqlite3'}",
+        "SECRET_KEY": os.environ.get("SECRET_KEY") or BENCH_SECRET_KEY,
+        "DEBUG": "false",
+        "MEDIA_ROOT": str(workdir / "media"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
+        **extra,
+    }
+    (workdir / "metrics").mkdir()
+    seed_file = workdir / "entities.json"
+    seed_file.write_text(json.dumps(seed))
+    for command in (["migrate", "--noinput", "-v", "0"], ["seed_entities", str(seed_file)]):
+        subprocess.run(
+            [sys.executable, "manage.py", *command], cwd=root, env=env, check=True, stdout=subprocess.DEVNULL
+        )
+    return env
+
+
 @contextlib.contextmanager
 def gateway(
     seed: dict[str, Any], server: str = "gunicorn", env_extra: dict[str, str] | None = None
@@ -367,25 +390,11 @@ def gateway(
     root = before_root() if server == "gunicorn-before" else ROOT
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
         workdir = Path(tmp)
-        env = {
-            **os.environ,
-            "DATABASE_URL": os.environ.get("DATABASE_URL") or f"sqlite:///{workdir / 'bench.sqlite3'}",
-            "SECRET_KEY": os.environ.get("SECRET_KEY") or BENCH_SECRET_KEY,
-            "DEBUG": "false",
-            "MEDIA_ROOT": str(workdir / "media"),
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
+        env = seeded_env(root, workdir, seed, {
             **(BEFORE_ENV if server == "gunicorn-gthread" else {}),
             **(floor_env(seed) if server in FLOOR_SERVERS else {}),
             **(env_extra or {}),
-        }
-        (workdir / "metrics").mkdir()
-        seed_file = workdir / "entities.json"
-        seed_file.write_text(json.dumps(seed))
-        for command in (["migrate", "--noinput", "-v", "0"], ["seed_entities", str(seed_file)]):
-            subprocess.run(
-                [sys.executable, "manage.py", *command], cwd=root, env=env, check=True, stdout=subprocess.DEVNULL
-            )
+        })  # fmt: skip
         port = free_port()
         env.update(PORT=str(port), HOST="127.0.0.1")
         log_path = workdir / "gateway.log"

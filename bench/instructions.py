@@ -31,7 +31,6 @@ from typing import Any
 
 from bench.common import (
     API_KEY,
-    BENCH_SECRET_KEY,
     StandInProcess,
     edit_body,
     entities,
@@ -39,6 +38,7 @@ from bench.common import (
     log,
     noise_png,
     route_entity,
+    seeded_env,
 )
 
 BASE_EDITS = 100
@@ -93,20 +93,11 @@ def _count(root: Path, env: dict[str, str], edits: int) -> int:
 def measure(root: Path, provider_url: str, warmup: int, edits: int) -> dict[str, Any]:
     """Instructions per edit for the checkout at `root`, on its own fresh SQLite database."""
     with tempfile.TemporaryDirectory(prefix="bench-instructions-") as tmp:
-        env = {
-            **os.environ, **SETTINGS,
-            "DATABASE_URL": f"sqlite:///{tmp}/db.sqlite3", "SECRET_KEY": BENCH_SECRET_KEY, "DEBUG": "false",
-            "MEDIA_ROOT": f"{tmp}/media", "PROMETHEUS_MULTIPROC_DIR": f"{tmp}/metrics",
-            "PYTHONDONTWRITEBYTECODE": "1",
-        }  # fmt: skip
-        os.makedirs(env["PROMETHEUS_MULTIPROC_DIR"])
-        seed = Path(tmp) / "entities.json"
-        seed.write_text(json.dumps(entities(
+        seed = entities(
             [image_model_entity("bench-openai", provider_url)], [route_entity("bench", ["127.0.0.1"], ["bench-openai"])]
-        )))  # fmt: skip
-        for command in (["migrate", "--noinput", "-v", "0"], ["seed_entities", str(seed)]):
-            subprocess.run([sys.executable, "manage.py", *command], cwd=root, env=env, check=True,
-                           stdout=subprocess.DEVNULL)  # fmt: skip
+        )
+        # Its own SQLite database always: a shared DATABASE_URL would mix the checkouts' rows.
+        env = seeded_env(root, Path(tmp), seed, {**SETTINGS, "DATABASE_URL": f"sqlite:///{tmp}/db.sqlite3"})
         short = _count(root, env, warmup + BASE_EDITS)
         long = _count(root, env, warmup + BASE_EDITS + edits)
     code = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
