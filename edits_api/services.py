@@ -44,6 +44,7 @@ class Served:
 class _Prepared:
     request: ImageRequest
     response_format: str | None  # what the client gets back; the gateway produces it itself
+    connection: Connection  # the one its adapter checked the request against, and calls
 
 
 def connection_for(image_model: ImageModel) -> Connection:
@@ -99,8 +100,9 @@ def _prepare(
     )
     adapter = adapter_for(image_model.provider)
     check = adapter.check_edit if operation is Operation.EDIT else adapter.check_generate
-    check(connection_for(image_model), provider_request)
-    return _Prepared(provider_request, response_format)
+    connection = connection_for(image_model)
+    check(connection, provider_request)
+    return _Prepared(provider_request, response_format, connection)
 
 
 def _inspect(files: tuple[UploadedFile, ...], mask: UploadedFile | None) -> tuple[list[ImageFile], ImageFile | None]:
@@ -130,7 +132,11 @@ def _serve(
             if key is not None and not admission.key_allows_model(key, candidate.model):
                 raise admission.model_not_allowed(key, candidate.model)  # this fallback is skipped
             found = _prepare(candidate, request, images, mask, decode=plugin.decode)
+            prepared[candidate.image_model.id] = found
         return found.request, found.response_format
+
+    def connect(image_model: ImageModel) -> Connection:
+        return prepared[image_model.id].connection  # call_candidates prepares a candidate before it connects
 
     def adapter_call(connection: Connection, provider_request: ImageRequest) -> ImageResult:
         adapter = adapter_for(connection.provider)
@@ -144,7 +150,7 @@ def _serve(
         policy=RetryPolicy(plugin.retries, started + plugin.deadline_ms / 1000),
         outcome=outcome,
         prepare=prepare,
-        connect=connection_for,
+        connect=connect,
         call=adapter_call,
     )
     # Counted and billed by what the provider made, before anything else can fail.
