@@ -79,8 +79,8 @@ class RequestIdFilter(logging.Filter):
 def _skip_unused_record_fields() -> None:
     """No log format here or in gunicorn's names the source line, the thread or the
     multiprocessing process; the logging HOWTO's "Optimization" section turns each off. The
-    caller's file and line alone cost a walk up the stack on every record, and the edit path
-    writes one each time (3% of an edit's instructions). gunicorn's `[%(process)d]` stays."""
+    caller's file and line alone cost a walk up the stack on every record, and every edit writes
+    one (the whole line was 3% of an edit's instructions). gunicorn's `[%(process)d]` stays."""
     logging._srcfile = None  # the HOWTO's own spelling for "no caller information"
     logging.logThreads = False
     logging.logMultiprocessing = False
