@@ -169,7 +169,7 @@ def _images_request(run: PlaygroundInput, route: RouteInfo) -> wire.ImagesReques
         if isinstance(body.get("n"), str) and body["n"].isdigit():
             body["n"] = int(body["n"])  # a form sends text; JSON clients send a number
         return wire.generation_request(body)
-    limit = route.route.plugin(Operation.EDIT).max_size_upload or DEFAULT_MAX_SIZE_UPLOAD
+    limit = route.plugin(Operation.EDIT).max_size_upload or DEFAULT_MAX_SIZE_UPLOAD
     if sum(upload.size or 0 for upload in (*run.images, run.mask) if upload is not None) > limit:
         raise too_large(limit)
     files: dict[str, list[UploadedFile]] = {"image": list(run.images)} if run.images else {}

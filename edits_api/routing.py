@@ -20,6 +20,7 @@ from django.db.models.signals import m2m_changed, post_delete, post_save
 
 from entities.catalog import Operation
 from entities.models import ApiKey, ImageModel, Route, RouteRef
+from entities.plugins import PluginConfig
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +63,17 @@ class RouteInfo:
     edit_refs: list[ImageModel]
     generation_refs: list[ImageModel]
     key_hashes: dict[str, KeyInfo] = field(default_factory=dict)  # secret hash -> key
+    # Each plugin's config, read from the route's columns once per table instead of per request.
+    plugins: dict[Operation, PluginConfig] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "plugins", {operation: self.route.plugin(operation) for operation in Operation})
 
     def refs(self, operation: Operation) -> list[ImageModel]:
         return self.edit_refs if operation is Operation.EDIT else self.generation_refs
+
+    def plugin(self, operation: Operation) -> PluginConfig:
+        return self.plugins[operation]
 
     @property
     def requires_key(self) -> bool:

@@ -116,7 +116,7 @@ def _serve(
 ) -> Served:
     operation = request.operation
     outcome = draft.outcome
-    plugin = route.route.plugin(operation)
+    plugin = route.plugin(operation)
     selection = select_image_models(
         refs=route.refs(operation), operation=operation, model=request.model, provider=request.provider
     )

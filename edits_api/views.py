@@ -89,7 +89,7 @@ class ImagesEndpoint(APIView):
         self.draft.api_key_id = self.key.id if self.key else ""
 
     def _plugin(self, route: RouteInfo) -> PluginConfig:
-        return route.route.plugin(self.operation)
+        return route.plugin(self.operation)
 
     def _served_headers(self) -> dict[str, str]:
         """Which route and image model served, and after how many provider calls."""

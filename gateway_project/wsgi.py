@@ -5,18 +5,36 @@ handler with their own, shorter middleware chain (settings.IMAGES_API_MIDDLEWARE
 else (admin, docs, health, metrics) to Django's usual one. Both resolve the same URLconf.
 """
 
+import codecs
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.conf import settings
-from django.core.handlers.wsgi import WSGIHandler
+from django.core.handlers.wsgi import WSGIHandler, WSGIRequest
 from django.core.wsgi import get_wsgi_application
 from django.urls import get_resolver
+from multipart import parse_options_header
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
 site = get_wsgi_application()
 IMAGES_PATHS = ("/v1/images/edits", "/v1/images/generations")
+
+
+class ImagesApiRequest(WSGIRequest):
+    """Django's request, its Content-Type split by the `multipart` package's parser (the one that
+    reads the body) instead of a whole `email.message.Message` per request (5% of the request's own
+    work); only the boundary and the charset are read from it."""
+
+    def _set_content_type_params(self, meta: dict[str, Any]) -> None:
+        self.content_type, self.content_params = parse_options_header(meta.get("CONTENT_TYPE", ""))
+        if "charset" in self.content_params:
+            try:
+                codecs.lookup(self.content_params["charset"])
+            except LookupError:
+                pass
+            else:
+                self.encoding = self.content_params["charset"]
 
 
 def _images_handler() -> WSGIHandler:
@@ -25,9 +43,11 @@ def _images_handler() -> WSGIHandler:
     full = settings.MIDDLEWARE
     settings.MIDDLEWARE = settings.IMAGES_API_MIDDLEWARE
     try:
-        return WSGIHandler()
+        handler = WSGIHandler()
     finally:
         settings.MIDDLEWARE = full
+    handler.request_class = ImagesApiRequest
+    return handler
 
 
 images = _images_handler()

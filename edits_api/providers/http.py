@@ -680,6 +680,7 @@ def _timed_out(connection: Connection, body: _TrackedBody | None, sent: bool) ->
 _NOT_A_URL = "its URL is not a valid http(s) URL"
 
 
+@functools.lru_cache(maxsize=1024)  # a few provider URLs, each parsed (host, port) once, not per call
 def _parsed(url: str) -> SplitResult:
     """Only absolute http(s) URLs; `_Unreachable` otherwise."""
     try:
