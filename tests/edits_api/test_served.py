@@ -265,3 +265,37 @@ def test_the_image_endpoints_chain_keeps_the_api_headers_and_the_admin_keeps_its
     assert "csrftoken" in login.cookies
     assert 'name="csrfmiddlewaretoken"' in login.text
     assert login.headers["X-Frame-Options"] == "DENY" and login.headers["X-Request-Id"]
+
+
+@pytest.mark.parametrize(
+    ("charset", "prompt_bytes", "status"),
+    [
+        ("; charset=ISO-8859-1", "un chapeau rétro".encode("latin-1"), 200),  # the fields' encoding
+        ("; charset=no-such-charset", "un chapeau rétro".encode(), 200),  # unknown: UTF-8, as Django does
+        ("", "un chapeau rétro".encode("latin-1"), 400),  # not UTF-8, and nothing said otherwise
+    ],
+)
+def test_the_image_endpoints_read_the_boundary_and_charset_as_sent(
+    served: Served, standin: StandIn, charset: str, prompt_bytes: bytes, status: int
+) -> None:
+    # The image endpoints split their Content-Type with the multipart package's parser, not
+    # Django's (gateway_project/wsgi.py): a quoted boundary with RFC 2046's punctuation and a space,
+    # and the charset of the text fields, come out as Django's own parser reads them.
+    boundary = "b'()+_,-./:=? 1"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="prompt"\r\n\r\n'.encode()
+        + prompt_bytes
+        + f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="p.png"\r\n'
+        "Content-Type: image/png\r\n\r\n".encode()
+        + image_bytes("png", (64, 64))
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    content_type = f'multipart/form-data{charset}; boundary="{boundary}"'
+
+    answer = requests.post(served.url + "/v1/images/edits", data=body, headers={"Content-Type": content_type})
+
+    assert answer.status_code == status, answer.text
+    if status == 200:
+        assert standin.last.fields["prompt"] == "un chapeau rétro"
+    else:
+        assert answer.json()["error"]["param"] == "prompt"
