@@ -6,6 +6,7 @@ else (admin, docs, health, metrics) to Django's usual one. Both resolve the same
 """
 
 import codecs
+import contextlib
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -23,18 +24,17 @@ IMAGES_PATHS = ("/v1/images/edits", "/v1/images/generations")
 
 class ImagesApiRequest(WSGIRequest):
     """Django's request, its Content-Type split by the `multipart` package's parser (the one that
-    reads the body) instead of a whole `email.message.Message` per request (5% of the request's own
-    work); only the boundary and the charset are read from it."""
+    reads the body) instead of an `email.message.Message` per request (1.6% of an edit's
+    instructions). Only the boundary and the charset are read from it; an unknown charset is
+    ignored, as Django ignores it."""
 
     def _set_content_type_params(self, meta: dict[str, Any]) -> None:
         self.content_type, self.content_params = parse_options_header(meta.get("CONTENT_TYPE", ""))
-        if "charset" in self.content_params:
-            try:
-                codecs.lookup(self.content_params["charset"])
-            except LookupError:
-                pass
-            else:
-                self.encoding = self.content_params["charset"]
+        charset = self.content_params.get("charset")
+        if charset:
+            with contextlib.suppress(LookupError):
+                codecs.lookup(charset)
+                self.encoding = charset
 
 
 def _images_handler() -> WSGIHandler:
