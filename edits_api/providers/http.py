@@ -680,7 +680,9 @@ def _timed_out(connection: Connection, body: _TrackedBody | None, sent: bool) ->
 _NOT_A_URL = "its URL is not a valid http(s) URL"
 
 
-@functools.lru_cache(maxsize=1024)  # a few provider URLs, each parsed (host, port) once, not per call
+# A provider's URL comes back on every call: its host and port are parsed once. (A fetched image's
+# pre-signed URL, seen once, only takes a slot of the least recently used.)
+@functools.lru_cache(maxsize=1024)
 def _parsed(url: str) -> SplitResult:
     """Only absolute http(s) URLs; `_Unreachable` otherwise."""
     try:
