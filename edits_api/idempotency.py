@@ -4,19 +4,20 @@ provider twice; the same key with another body is a 409; a concurrent duplicate 
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import orjson
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from edits_api import turns
 from edits_api.errors import GatewayError
 from edits_api.models import IdempotencyRecord
+from edits_api.wire import answer_json
 
 KEEP = timedelta(hours=24)
 POLL_SECONDS = 0.2
@@ -78,7 +79,7 @@ def claim(*, scope: str, key: str, fingerprint: str, wait_until: float) -> Idemp
                 code="idempotency_key_reused",
             )
         if first.state == IdempotencyRecord.DONE:
-            return Answer(first.status or 200, json.loads(first.body or "null"), first.headers)
+            return Answer(first.status or 200, orjson.loads(first.body or "null"), first.headers)
         if time.monotonic() >= wait_until:
             raise GatewayError(
                 409,
@@ -128,6 +129,6 @@ def complete(record: IdempotencyRecord, *, status: int, body: Any, headers: dict
         record.delete()
         return
     record.state = IdempotencyRecord.DONE
-    record.status, record.body, record.headers = status, json.dumps(body), headers
+    record.status, record.body, record.headers = status, answer_json(body).decode(), headers
     record.expires_at = timezone.now() + KEEP
     record.save(update_fields=["state", "status", "body", "headers", "expires_at"])

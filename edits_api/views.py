@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from drf_spectacular.utils import extend_schema
 from rest_framework.views import APIView
@@ -151,8 +150,7 @@ class JSONAnswer(HttpResponse):
     """A JSON answer as DRF's JSONRenderer wrote it (compact UTF-8), keeping its body for the ledger."""
 
     def __init__(self, data: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> None:
-        content = json.dumps(data, cls=DjangoJSONEncoder, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        super().__init__(content.encode(), content_type="application/json", status=status, headers=headers)
+        super().__init__(wire.answer_json(data), content_type="application/json", status=status, headers=headers)
         self.data = data
 
 

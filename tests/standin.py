@@ -78,6 +78,7 @@ MODES = frozenset(
         "luma_failed",  # the Luma generation is created, then fails (not a moderation failure)
         "shapeless",  # 200 JSON without data/candidates
         "garbage",  # 200 HTML
+        "nan",  # 200 JSON with NaN in `usage`: Python's json reads it, RFC 8259 does not allow it
         "hang",  # never answers (until the client gives up or the stand-in stops)
         "drop",  # closes the connection without answering
         "slow",  # answers normally after `seconds`
@@ -880,6 +881,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.reply_json(200, {"object": "list", "model": "x"})
         elif mode == "garbage":
             self.reply(200, b"<html><body>upstream proxy error</body></html>", "text/html")
+        elif mode == "nan":
+            png = base64.b64encode(image_bytes("png", (8, 8))).decode()
+            answer = f'{{"created": 1, "data": [{{"b64_json": "{png}"}}], "usage": {{"input_tokens": NaN}}}}'
+            self.reply(200, answer.encode(), "application/json")
         else:  # luma_failed on a call other than a Luma create: nothing to fail
             self.reply_json(500, _error(protocol, 500, f"mode {mode} does not apply here", None))
 

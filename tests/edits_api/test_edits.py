@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 
 import pytest
 import requests
@@ -370,6 +371,19 @@ def test_openai_faults_get_the_right_status_and_name_the_provider(
     assert "OpenAI" in error["message"]
     assert PROVIDER_TOKEN not in response.text
     assert UsageRecord.objects.get().status == status
+
+
+def test_an_answer_with_nan_is_served_and_the_client_gets_strict_json(gateway: Gateway) -> None:
+    # Python's json.dumps writes NaN; RFC 8259 does not allow it. The provider made (and billed) the
+    # image, so it is served; what the client gets is JSON any strict parser reads.
+    gateway.standin.fail_next("nan")
+
+    response = gateway.edit(files=[("image", png_file())], data={"prompt": "x"})
+
+    assert response.status_code == 200, response.text
+    body = json.loads(response.content, parse_constant=lambda name: pytest.fail(f"{name} in the answer"))
+    assert base64.b64decode(body["data"][0]["b64_json"]).startswith(b"\x89PNG")
+    assert UsageRecord.objects.get().status == 200
 
 
 @pytest.mark.parametrize(
