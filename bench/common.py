@@ -167,13 +167,14 @@ def edit_body(png: bytes, prompt: str = "Make the sky purple", model: str = "gpt
 class StandInProcess:
     """bench/standin.py in its own process, so it competes with nobody's GIL."""
 
-    def __init__(self, hold: float = 0.0) -> None:
+    def __init__(self, hold: float = 0.0, answer_kb: int = 0) -> None:
         self.hold = hold
+        self.answer_kb = answer_kb
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
 
     def __enter__(self) -> StandInProcess:
-        command = [sys.executable, "-m", "bench.standin", "--hold", str(self.hold)]
+        command = [sys.executable, "-m", "bench.standin", "--hold", str(self.hold), "--answer-kb", str(self.answer_kb)]
         self.proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()

@@ -2,7 +2,10 @@
 discards each request body and answers at once (or after `--hold` seconds) with a fixed small
 PNG as b64_json. Every answer is one pre-rendered buffer sent in one write, with TCP_NODELAY.
 
-    python -m bench.standin [--port 0] [--hold SECONDS]   # prints "PORT <n>" once listening
+    python -m bench.standin [--port 0] [--hold SECONDS] [--answer-kb KB]   # prints "PORT <n>" once listening
+
+`--answer-kb`: the answer's PNG carries that many KB of random bytes in a private ancillary chunk
+(a valid PNG any reader skips through), as a real image's b64_json is megabytes.
 
 `GET /stats` answers {"requests", "body_bytes", "max_in_flight"}: API calls since start (the peak
 since the last `POST /stats/reset`).
@@ -16,6 +19,7 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import socket
 import struct
 import time
@@ -24,15 +28,19 @@ import zlib
 _READ_CHUNK = 1024 * 1024
 
 
-def tiny_png() -> bytes:
-    """An 8x8 opaque RGB PNG, built by hand so the stand-in imports nothing heavy."""
+def tiny_png(padding: int = 0) -> bytes:
+    """An 8x8 opaque RGB PNG, built by hand so the stand-in imports nothing heavy; `padding` random
+    bytes in a private chunk (`prVt`: ancillary, private, safe to copy) make it that much larger."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     raw = b"".join(b"\x00" + b"\x1e\x78\xc8" * 8 for _ in range(8))
     header = struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    extra = chunk(b"prVt", os.urandom(padding)) if padding else b""
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + extra + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
 
 
 def _response(status: str, body: bytes) -> bytes:
@@ -41,7 +49,7 @@ def _response(status: str, body: bytes) -> bytes:
 
 
 class StandIn:
-    def __init__(self, hold: float) -> None:
+    def __init__(self, hold: float, answer_kb: int = 0) -> None:
         self.hold = hold
         self.requests = 0
         self.body_bytes = 0
@@ -49,7 +57,7 @@ class StandIn:
         self.max_in_flight = 0
         answer = {
             "created": int(time.time()),
-            "data": [{"b64_json": base64.b64encode(tiny_png()).decode()}],
+            "data": [{"b64_json": base64.b64encode(tiny_png(answer_kb * 1000)).decode()}],
             "background": "opaque",
             "output_format": "png",
             "size": "1024x1024",
@@ -131,8 +139,8 @@ class StandIn:
         return total
 
 
-async def main(port: int, hold: float) -> None:
-    standin = StandIn(hold)
+async def main(port: int, hold: float, answer_kb: int) -> None:
+    standin = StandIn(hold, answer_kb)
     server = await asyncio.start_server(standin.serve, "127.0.0.1", port, backlog=4096, limit=256 * 1024)
     print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
     async with server:
@@ -143,5 +151,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--hold", type=float, default=0.0, help="seconds to hold each answer")
+    parser.add_argument("--answer-kb", type=int, default=0, help="KB of padding in the answer's PNG")
     args = parser.parse_args()
-    asyncio.run(main(args.port, args.hold))
+    asyncio.run(main(args.port, args.hold, args.answer_kb))
