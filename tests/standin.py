@@ -79,6 +79,7 @@ MODES = frozenset(
         "shapeless",  # 200 JSON without data/candidates
         "garbage",  # 200 HTML
         "nan",  # 200 JSON with NaN in `usage`: Python's json reads it, RFC 8259 does not allow it
+        "lone_surrogate",  # 200 JSON whose revised_prompt holds "\ud800", which no UTF-8 can carry
         "hang",  # never answers (until the client gives up or the stand-in stops)
         "drop",  # closes the connection without answering
         "slow",  # answers normally after `seconds`
@@ -881,9 +882,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.reply_json(200, {"object": "list", "model": "x"})
         elif mode == "garbage":
             self.reply(200, b"<html><body>upstream proxy error</body></html>", "text/html")
-        elif mode == "nan":
+        elif mode in ("nan", "lone_surrogate"):
             png = base64.b64encode(image_bytes("png", (8, 8))).decode()
-            answer = f'{{"created": 1, "data": [{{"b64_json": "{png}"}}], "usage": {{"input_tokens": NaN}}}}'
+            if mode == "nan":
+                answer = f'{{"created": 1, "data": [{{"b64_json": "{png}"}}], "usage": {{"input_tokens": NaN}}}}'
+            else:  # JSON's escape of a lone surrogate: json.loads makes it part of the str
+                answer = f'{{"created": 1, "data": [{{"b64_json": "{png}", "revised_prompt": "a hat \\ud800"}}]}}'
             self.reply(200, answer.encode(), "application/json")
         else:  # luma_failed on a call other than a Luma create: nothing to fail
             self.reply_json(500, _error(protocol, 500, f"mode {mode} does not apply here", None))

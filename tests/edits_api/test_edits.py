@@ -373,10 +373,12 @@ def test_openai_faults_get_the_right_status_and_name_the_provider(
     assert UsageRecord.objects.get().status == status
 
 
-def test_an_answer_with_nan_is_served_and_the_client_gets_strict_json(gateway: Gateway) -> None:
-    # Python's json.dumps writes NaN; RFC 8259 does not allow it. The provider made (and billed) the
-    # image, so it is served; what the client gets is JSON any strict parser reads.
-    gateway.standin.fail_next("nan")
+@pytest.mark.parametrize("mode", ["nan", "lone_surrogate"])
+def test_an_odd_but_readable_answer_is_served_and_the_client_gets_strict_json(gateway: Gateway, mode: str) -> None:
+    # Python's json.dumps writes NaN, which RFC 8259 does not allow; "\ud800" is a JSON escape of
+    # a character UTF-8 cannot carry. The provider made (and billed) the image, so it is served;
+    # what the client gets is JSON any strict parser reads.
+    gateway.standin.fail_next(mode)
 
     response = gateway.edit(files=[("image", png_file())], data={"prompt": "x"})
 
