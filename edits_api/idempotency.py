@@ -10,14 +10,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import orjson
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from edits_api import turns
 from edits_api.errors import GatewayError
 from edits_api.models import IdempotencyRecord
-from edits_api.wire import answer_json
+from edits_api.wire import answer_json, read_json
 
 KEEP = timedelta(hours=24)
 POLL_SECONDS = 0.2
@@ -79,7 +78,7 @@ def claim(*, scope: str, key: str, fingerprint: str, wait_until: float) -> Idemp
                 code="idempotency_key_reused",
             )
         if first.state == IdempotencyRecord.DONE:
-            return Answer(first.status or 200, orjson.loads(first.body or "null"), first.headers)
+            return Answer(first.status or 200, read_json(first.body or "null"), first.headers)
         if time.monotonic() >= wait_until:
             raise GatewayError(
                 409,

@@ -34,13 +34,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import SplitResult, quote, urlsplit
 
-import orjson
 from django.conf import settings
 
 from edits_api import turns
 from edits_api.errors import GatewayError
 from edits_api.providers.base import Connection, ImageItem, ImageResult
 from edits_api.providers.formdata import FileRange, FormData
+from edits_api.wire import read_json
 
 # Bounds on what we hold in memory from an upstream: a JSON answer may carry up to ten large
 # base64 images; an error answer only its error fields.
@@ -156,14 +156,9 @@ class Answer:
     content: bytes
 
     def json(self) -> Any:
-        """The body as JSON; ValueError when it is not. orjson: an image's b64_json is megabytes,
-        read in half json's time. What orjson refuses is read again as Python's json reads it: a
-        provider that writes NaN or Infinity (not JSON, but Python's own json.dumps writes them) has
-        made, and billed, the image all the same."""
-        try:
-            return orjson.loads(self.content)
-        except orjson.JSONDecodeError:
-            return json.loads(self.content)
+        """The body as JSON; ValueError when it is not. What Python's json reads is read (a provider
+        whose server writes NaN has made, and billed, the image all the same)."""
+        return read_json(self.content)
 
 
 class _Unreachable(Exception):

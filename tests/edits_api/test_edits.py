@@ -379,13 +379,20 @@ def test_an_odd_but_readable_answer_is_served_and_the_client_gets_strict_json(ga
     # a character UTF-8 cannot carry. The provider made (and billed) the image, so it is served;
     # what the client gets is JSON any strict parser reads.
     gateway.standin.fail_next(mode)
+    headers = {"Idempotency-Key": f"odd-{mode}"}
 
-    response = gateway.edit(files=[("image", png_file())], data={"prompt": "x"})
+    response = gateway.edit(files=[("image", png_file())], data={"prompt": "x"}, headers=headers)
+    replayed = gateway.edit(files=[("image", png_file())], data={"prompt": "x"}, headers=headers)
 
     assert response.status_code == 200, response.text
     body = json.loads(response.content, parse_constant=lambda name: pytest.fail(f"{name} in the answer"))
     assert base64.b64decode(body["data"][0]["b64_json"]).startswith(b"\x89PNG")
-    assert UsageRecord.objects.get().status == 200
+    assert set(UsageRecord.objects.values_list("status", flat=True)) == {200}  # served, then replayed
+    # The answer kept for the Idempotency-Key reads back the same.
+    assert replayed.status_code == 200, replayed.text
+    assert replayed.headers["Idempotent-Replayed"] == "true"
+    assert json.loads(replayed.content) == body
+    assert len(gateway.standin.received) == 1
 
 
 @pytest.mark.parametrize(
