@@ -1,4 +1,5 @@
-"""From the wire to a typed request: multipart forms for edits, JSON bodies for generations.
+"""From the wire to a typed request: multipart forms for edits, JSON bodies for generations; and
+the JSON that goes back on the wire (answers) or comes in from a provider.
 
 Only the wire's own rules live here (known fields, one value each, types); what a model family
 accepts is checked later, per image model, against entities.vocabulary.
