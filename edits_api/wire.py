@@ -26,7 +26,7 @@ _ANSWER_DEFAULT = DjangoJSONEncoder().default
 _ANSWER_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
 
 
-def read_json(raw: bytes | str) -> Any:
+def read_json(raw: bytes | bytearray | str) -> Any:
     """JSON read with orjson (an image's b64_json is megabytes: half json's time); what orjson
     refuses is read again as Python's json reads it (NaN, Infinity, "\ud800" alone). ValueError
     when neither reads it."""

@@ -54,6 +54,9 @@ MAX_RETRY_AFTER_S = 60
 # How much of a provider's error message an error keeps.
 MAX_MESSAGE_CHARS = 1000
 _READ_CHUNK = 256 * 1024
+# An answer of a declared length up to this is read into one buffer of that size; past it the
+# declared length is not trusted with memory, and the buffer grows as the bytes actually come.
+_PRESIZED_MAX = 64 * 1024 * 1024
 _SEND_BLOCK = 1024 * 1024
 REDACTED = "[redacted]"
 
@@ -153,7 +156,7 @@ class Answer:
 
     status_code: int
     headers: http.client.HTTPMessage  # .get() is case-insensitive
-    content: bytes
+    content: bytes | bytearray  # as read (_read_body)
 
     def json(self) -> Any:
         """The body as JSON; ValueError when it is not. What Python's json reads is read (a provider
@@ -703,10 +706,12 @@ def _target(parts: SplitResult) -> str:
     return quote(target, safe="/?&=%:@!$'()*+,;~[]")
 
 
-def _read_body(response: http.client.HTTPResponse, conn: _HTTPConnection, deadline: float, max_bytes: int) -> bytes:
+def _read_body(response: http.client.HTTPResponse, conn: _HTTPConnection, deadline: float, max_bytes: int) -> bytearray:
     """Read the body as it arrives, each wait bounded by what is left of the deadline, so a
     trickling upstream is cut off on time (a socket timeout alone bounds each read, not the sum).
-    A gzip or deflate body is decoded as it comes, never past `max_bytes`."""
+    A gzip or deflate body is decoded as it comes, never past `max_bytes`. The bytearray read into
+    is the answer: a copy into bytes made an answer's megabytes of fresh memory again (a 1.5 MB
+    image's answer, in one process: 2.44 ms of CPU per edit with the copy, 2.27 without)."""
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise _TooLarge(max_bytes)
@@ -716,8 +721,10 @@ def _read_body(response: http.client.HTTPResponse, conn: _HTTPConnection, deadli
         decoder = zlib.decompressobj(zlib.MAX_WBITS | 16)
     elif encoding == "deflate":
         decoder = zlib.decompressobj()
-    buffer = bytearray()
     sock = conn.sock
+    if decoder is None and not response.chunked and response.length is not None and response.length <= _PRESIZED_MAX:
+        return _read_presized(response, sock, deadline)
+    buffer = bytearray()
     while True:
         _bound(sock, deadline)
         chunk = response.read1(_READ_CHUNK)
@@ -729,7 +736,7 @@ def _read_body(response: http.client.HTTPResponse, conn: _HTTPConnection, deadli
                 buffer += decoder.flush()
             if len(buffer) > max_bytes:
                 raise _TooLarge(max_bytes)
-            return bytes(buffer)
+            return buffer
         if decoder is not None:
             chunk = decoder.decompress(chunk, max_bytes - len(buffer) + 1)
             if decoder.unconsumed_tail:
@@ -737,6 +744,25 @@ def _read_body(response: http.client.HTTPResponse, conn: _HTTPConnection, deadli
         buffer += chunk
         if len(buffer) > max_bytes:
             raise _TooLarge(max_bytes)
+
+
+def _read_presized(response: http.client.HTTPResponse, sock: socket.socket | None, deadline: float) -> bytearray:
+    """A body of declared length read into one buffer of that size, each read bounded by the
+    deadline: no growing buffer and no bytes object per read."""
+    assert response.length is not None
+    buffer = bytearray(response.length)
+    with memoryview(buffer) as view:
+        filled = 0
+        while filled < len(buffer):
+            _bound(sock, deadline)
+            # At most one socket read, as read1 makes, into the buffer. http.client's count of what
+            # is left goes stale: the answer is closed once read.
+            got = response.fp.readinto1(view[filled:])
+            if not got:  # closed before the length it declared
+                raise http.client.IncompleteRead(bytes(view[:filled]), len(buffer) - filled)
+            filled += got
+    response.close()  # read to its end (an empty body too): the connection can be reused
+    return buffer
 
 
 def _unreachable(connection: Connection, why: _Unreachable) -> GatewayError:
@@ -967,7 +993,7 @@ _SIGNATURES = (
 )
 
 
-def fetch_images(connection: Connection, urls: list[str]) -> list[tuple[bytes, str]]:
+def fetch_images(connection: Connection, urls: list[str]) -> list[tuple[bytes | bytearray, str]]:
     """Download the image URLs of one provider answer, to inline them; returns (bytes, content type).
 
     Only from the provider's own host, its known image hosts and the entity's `image_hosts`; only
@@ -1015,7 +1041,7 @@ def fetch_images(connection: Connection, urls: list[str]) -> list[tuple[bytes, s
     return images
 
 
-def fetch_image(connection: Connection, url: str) -> tuple[bytes, str]:
+def fetch_image(connection: Connection, url: str) -> tuple[bytes | bytearray, str]:
     """One image URL, as `fetch_images`."""
     return fetch_images(connection, [url])[0]
 
@@ -1062,7 +1088,7 @@ def _image_host_allowed(connection: Connection, host: str) -> bool:
     return False
 
 
-def _image_type(content: bytes) -> str | None:
+def _image_type(content: bytes | bytearray) -> str | None:
     """The image type by the bytes' own signature (a server's Content-Type is not evidence)."""
     if content[:4] == b"RIFF" and content[8:12] == b"WEBP":
         return "image/webp"
