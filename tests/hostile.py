@@ -25,6 +25,8 @@ Fault words (in the prompt; a request without one gets a normal answer):
     image-urls          200 whose images are `hostile.image_urls` (set by the test)
     gzip-answer         200, the JSON gzip-compressed (Content-Encoding: gzip)
     short-answer        200 that declares 100 bytes more than it sends, then closes the connection
+    chunked-answer      200, the JSON sent in chunks (Transfer-Encoding: chunked), kept alive
+    unsized-answer      200, the JSON with no length: it ends when the connection closes
     close-when-idle     200, then closes the kept-alive connection 0.2 s later (no Connection: close)
 A path that starts with /stall/ (give the entity base_url {url}/stall/v1) is never read: the
 upload stalls in the socket buffers, so the gateway cannot send the whole request.
@@ -73,6 +75,8 @@ FAULT_WORDS = (
     "image-urls",
     "gzip-answer",
     "short-answer",
+    "chunked-answer",
+    "unsized-answer",
     "close-when-idle",
 )
 
@@ -214,6 +218,22 @@ class Hostile:
             handler.end_headers()
             handler.wfile.write(body)
             handler.drop()
+        elif fault in ("chunked-answer", "unsized-answer"):
+            body = json.dumps(_openai_success([PNG])).encode()
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            if fault == "chunked-answer":
+                handler.send_header("Transfer-Encoding", "chunked")
+                handler.end_headers()
+                for start in range(0, len(body), 100):
+                    piece = body[start : start + 100]
+                    handler.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                handler.wfile.write(b"0\r\n\r\n")
+            else:
+                handler.send_header("Connection", "close")
+                handler.end_headers()
+                handler.wfile.write(body)
+                handler.close_connection = True
         elif fault == "close-when-idle":
             handler.reply_json(200, _openai_success([PNG]))
             time.sleep(0.2)

@@ -54,9 +54,10 @@ MAX_RETRY_AFTER_S = 60
 # How much of a provider's error message an error keeps.
 MAX_MESSAGE_CHARS = 1000
 _READ_CHUNK = 256 * 1024
-# An answer of a declared length up to this is read into one buffer of that size; past it the
-# declared length is not trusted with memory, and the buffer grows as the bytes actually come.
-_PRESIZED_MAX = 64 * 1024 * 1024
+# An answer of a declared length up to this is read into one buffer of that size, which is memory
+# taken before the bytes come (bytearray(n) writes its n zeros); past it (a many-image answer) the
+# buffer grows as the bytes actually come.
+_PRESIZED_MAX = 16 * 1024 * 1024
 _SEND_BLOCK = 1024 * 1024
 REDACTED = "[redacted]"
 

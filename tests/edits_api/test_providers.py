@@ -25,6 +25,7 @@ from edits_api.providers.formdata import FilePart, FileRange, FormData
 from edits_api.providers.gemini import GenerateContentBody, image_config
 from edits_api.providers.refusal import GenerationOnlyAdapter
 from entities.catalog import PROVIDERS
+from tests.hostile import PNG as HOSTILE_PNG
 from tests.hostile import Hostile
 from tests.standin import StandIn, image_file, mask_bytes, mask_file, tls_certificate
 
@@ -639,6 +640,16 @@ def test_a_gzip_compressed_answer_is_decoded(hostile: Hostile, tmp_path: Path) -
     connection = Connection("openai", "OpenAI", hostile.openai_url, TOKEN, 5.0)
     result = ADAPTERS["openai"].edit(connection, replace(edit(connection, tmp_path), prompt="gzip-answer"))
     assert [base64.b64decode(item.b64_json or "")[:8] for item in result.items] == [b"\x89PNG\r\n\x1a\n"]
+
+
+@pytest.mark.parametrize("mode", ["chunked-answer", "unsized-answer"])
+def test_an_answer_without_a_declared_length_is_read_to_its_end(mode: str, hostile: Hostile, tmp_path: Path) -> None:
+    # Not read into a buffer sized by Content-Length (there is none): grown as the bytes come.
+    connection = Connection("openai", "OpenAI", hostile.openai_url, TOKEN, 5.0)
+    for _ in range(2):  # the chunked answer's connection is kept and serves the next call
+        result = ADAPTERS["openai"].edit(connection, replace(edit(connection, tmp_path), prompt=mode))
+        assert [base64.b64decode(item.b64_json or "") for item in result.items] == [HOSTILE_PNG]
+    assert hostile.api_calls == 2
 
 
 def test_an_answer_cut_short_of_its_length_is_a_lost_connection(hostile: Hostile, tmp_path: Path) -> None:
