@@ -185,35 +185,48 @@ def probe(port: int, path: str, body: bytes | None, content_type: str, timeout: 
     return time.perf_counter() - began if response.status == 200 else None
 
 
-def measure_gateway(gw: Gateway, counts: Counts, stands: tuple[StandInProcess, ...], body: bytes, content_type: str,
-                    big: tuple[bytes, str]) -> dict[str, Any]:  # fmt: skip
-    """The figures after the speed rounds, for one serving stack: upload, held edits, slow clients."""
-    fast, slow, held = stands
-    server = gw.server
-    data: dict[str, Any] = {}
-    small, small_type = edit_body(noise_png(10_000))
-    with load_process() as pool, load_process() as pool2:
-        log(f"[{server}] upload: {len(big[0]) / 1e6:.0f} MB, {counts.uploads} times direct then through the gateway")
-        direct_times, gateway_times, statuses, growth = [], [], [], 0.0
-        for _ in range(counts.uploads):  # one sample moved 2-4x from run to run: the median of a few
-            direct_times.append(upload_post(fast.port, *big)[1])
+def upload_rounds(gateways: list[Gateway], fast: StandInProcess, counts: Counts, big: tuple[bytes, str]
+                  ) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """The large upload, `counts.uploads` rounds of a direct call then every gateway in turn (the
+    first one a different gateway each round), before any held phase: measured one gateway after
+    the other, the second one's uploads came after the first one's 4,096 held edits and took up to
+    twice as long, whichever code it served."""
+    log(f"upload: {len(big[0]) / 1e6:.0f} MB, {counts.uploads} rounds of a direct call then each gateway")
+    direct_times: list[float] = []
+    per: dict[str, dict[str, Any]] = {gw.server: {"times": [], "statuses": [], "growth": 0.0} for gw in gateways}
+    for n in range(counts.uploads):  # one sample moved 2-4x from run to run: the median of a few
+        direct_times.append(upload_post(fast.port, *big)[1])
+        for gw in gateways[n % len(gateways) :] + gateways[: n % len(gateways)]:
             time.sleep(1)
             idle = rss_mb(gw.pids)
             with RssSampler(gw.pids, 0.02) as sampler:
                 status, gateway_s, _ = _upload_via(gw.port, *big)
-            statuses.append(status)
-            gateway_times.append(gateway_s)
-            growth = max(growth, sampler.peak - idle)
-        data["upload"] = {
-            "status": max(statuses),
+            one = per[gw.server]
+            one["statuses"].append(status)
+            one["times"].append(gateway_s)
+            one["growth"] = max(one["growth"], sampler.peak - idle)
+    return {
+        server: {
+            "status": max(one["statuses"]),
             "direct_s": round(statistics.median(direct_times), 3),
-            "gateway_s": round(statistics.median(gateway_times), 3),
+            "gateway_s": round(statistics.median(one["times"]), 3),
             "direct_all_s": [round(t, 3) for t in direct_times],
-            "gateway_all_s": [round(t, 3) for t in gateway_times],
-            "rss_growth_mb": round(growth, 1),
+            "gateway_all_s": [round(t, 3) for t in one["times"]],
+            "rss_growth_mb": round(one["growth"], 1),
             "mb": round(len(big[0]) / 1e6, 1),
         }
+        for server, one in per.items()
+    }
 
+
+def measure_gateway(gw: Gateway, counts: Counts, stands: tuple[StandInProcess, ...], body: bytes, content_type: str
+                    ) -> dict[str, Any]:  # fmt: skip
+    """The figures after the speed rounds and the uploads, for one serving stack: held edits, slow clients."""
+    slow, held = stands
+    server = gw.server
+    data: dict[str, Any] = {}
+    small, small_type = edit_body(noise_png(10_000))
+    with load_process() as pool, load_process() as pool2:
         log(f"[{server}] {counts.held_slow} edits held {counts.hold_s:g} s + a fast route at 20/s")
         fast_total = int(20 * counts.fast_s)
         fast_spec = LoadSpec(gw.port, PATH, body, content_type, fast_total, 4, 60.0, pace=0.2)
@@ -388,13 +401,14 @@ def main() -> None:
         speed = speed_rounds(targets, fast, counts, body, content_type)
         if proxy is not None:
             run["litellm"] = {"speed": speed["LiteLLM"], "errors_in_log": litellm_errors(proxy)}
+        uploads = upload_rounds(gateways, fast, counts, big)
         run["gateways"] = []
         for gw in gateways:
             began_server = time.monotonic()
             measured = {"server": gw.server, "idle_rss_mb": round(rss_mb(gw.pids), 1), "processes": len(gw.pids),
-                        "speed": speed[gw.server]}  # fmt: skip
+                        "speed": speed[gw.server], "upload": uploads[gw.server]}  # fmt: skip
             run["gateways"].append(measured)
-            measured.update(measure_gateway(gw, counts, (fast, slow, held), body, content_type, big))
+            measured.update(measure_gateway(gw, counts, (slow, held), body, content_type))
             measured["wall_s"] = round(time.monotonic() - began_server, 1)
             measured["loadavg_after"] = loadavg()
             print(table(run), flush=True)  # so far, in case the run is cut short
