@@ -723,7 +723,8 @@ def _read_body(response: http.client.HTTPResponse, conn: _HTTPConnection, deadli
     elif encoding == "deflate":
         decoder = zlib.decompressobj()
     sock = conn.sock
-    if decoder is None and not response.chunked and response.length is not None and response.length <= _PRESIZED_MAX:
+    presized = min(max_bytes, _PRESIZED_MAX)
+    if decoder is None and not response.chunked and response.length is not None and response.length <= presized:
         return _read_presized(response, sock, deadline)
     buffer = bytearray()
     while True:
