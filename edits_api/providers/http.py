@@ -1043,11 +1043,6 @@ def fetch_images(connection: Connection, urls: list[str]) -> list[tuple[bytes | 
     return images
 
 
-def fetch_image(connection: Connection, url: str) -> tuple[bytes | bytearray, str]:
-    """One image URL, as `fetch_images`."""
-    return fetch_images(connection, [url])[0]
-
-
 def inline_urls(connection: Connection, items: list[ImageItem]) -> list[ImageItem]:
     """The items with every URL-only image fetched into b64_json (one budget for all)."""
     wanted = [index for index, item in enumerate(items) if item.b64_json is None and item.url]

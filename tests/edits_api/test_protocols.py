@@ -117,7 +117,7 @@ def test_every_adapter_generates_an_answer_openai_clients_accept(provider: str, 
     assert len(result.items) == 2
     for item in result.items:
         if item.url is not None:  # a provider URL the gateway fetches or passes on
-            content, content_type = http.fetch_image(connection, item.url)
+            content, content_type = http.fetch_images(connection, [item.url])[0]
             assert Image.open(io.BytesIO(content)).format in ("PNG", "JPEG")
             assert item.content_type in (None, content_type)
         else:
@@ -654,7 +654,7 @@ def test_luma_creates_then_polls_at_a_bounded_growing_interval(standin: StandIn)
     assert elapsed >= first + 2 * first + 4 * first - 0.05 and cap >= 4 * first
     (item,) = result.items
     assert item.url and item.content_type == "image/png" and item.b64_json is None
-    content, content_type = http.fetch_image(connection, item.url)
+    content, content_type = http.fetch_images(connection, [item.url])[0]
     assert content_type == "image/png" and Image.open(io.BytesIO(content)).format == "PNG"
 
 

@@ -211,16 +211,16 @@ def test_response_format_is_forwarded_to_dall_e_2_and_its_url_can_be_inlined(sta
     assert standin.last.fields["response_format"] == "url"
     url = result.items[0].url or ""
     assert url.startswith(standin.url) and result.items[0].b64_json is None
-    content, content_type = http.fetch_image(connection, url)
+    content, content_type = http.fetch_images(connection, [url])[0]
     assert content_type == "image/png" and Image.open(io.BytesIO(content)).format == "PNG"
     assert standin.last.method == "GET" and standin.last.path.startswith("/files/")
     assert "authorization" not in standin.last.headers  # pre-signed URLs get no credentials
 
 
-def test_fetch_image_failures_are_502(standin: StandIn) -> None:
+def test_fetch_images_failures_are_502(standin: StandIn) -> None:
     connection = replace(standin.connection(), allow_private_network=True)
     with pytest.raises(GatewayError) as missing:
-        http.fetch_image(connection, f"{standin.url}/files/gone.png")
+        http.fetch_images(connection, [f"{standin.url}/files/gone.png"])
     assert (missing.value.status, missing.value.code) == (502, "upstream_bad_response")
     assert "HTTP 404" in missing.value.message and "not found" not in missing.value.message  # no body
 
