@@ -306,9 +306,24 @@ class Gateway:
 # gunicorn-gthread is gunicorn with its stock threaded worker, as served before gateway_project/gworker.py.
 # The *-floor servers do not serve the project: they serve the least an edit path must do (no database,
 # no auth, no validation), to bound such a path from below: bench/async_floor.py (async Django) and
-# bench/wsgi_floor.py under the project's gunicorn worker (plain WSGI, and Django's handler around it).
-WSGI_FLOORS = {"gunicorn-wsgi-floor": "application", "gunicorn-django-floor": "django_application"}
-FLOOR_SERVERS = ("uvicorn-async-floor", "granian-async-floor", "granian-wsgi-floor", *WSGI_FLOORS)
+# bench/wsgi_floor.py under the project's gunicorn worker or granian (plain WSGI, Django's handler around
+# it, and the server alone with no provider call).
+WSGI_FLOORS = {
+    "gunicorn-wsgi-floor": "application",
+    "gunicorn-django-floor": "django_application",
+    "gunicorn-serve-floor": "serve_application",
+}
+GRANIAN_WSGI = {
+    "granian-wsgi": "gateway_project.wsgi:application",
+    "granian-wsgi-floor": "bench.wsgi_floor:application",
+    "granian-serve-floor": "bench.wsgi_floor:serve_application",
+}
+FLOOR_SERVERS = (
+    "uvicorn-async-floor",
+    "granian-async-floor",
+    *(server for server in GRANIAN_WSGI if server.endswith("-floor")),
+    *WSGI_FLOORS,
+)
 SERVERS = ("gunicorn", "gunicorn-before", "gunicorn-gthread", "granian-wsgi", "uvicorn-asgi", *FLOOR_SERVERS)
 
 
@@ -341,9 +356,9 @@ def server_command(server: str, env: dict[str, str]) -> list[str]:
         return [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", *stock, "gateway_project.wsgi:application"]
     if server in WSGI_FLOORS:
         return [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", f"bench.wsgi_floor:{WSGI_FLOORS[server]}"]
-    if server in ("granian-wsgi", "granian-wsgi-floor"):
+    if server in GRANIAN_WSGI:
         threads = env.get("GRANIAN_BLOCKING_THREADS") or gunicorn_threads(env)
-        app = "gateway_project.wsgi:application" if server == "granian-wsgi" else "bench.wsgi_floor:application"
+        app = GRANIAN_WSGI[server]
         return [str(BIN / "granian"), "--interface", "wsgi", "--host", "127.0.0.1", "--port", port,
                 "--workers", workers, "--blocking-threads", threads, "--backlog", "4096",
                 "--backpressure", env.get("GRANIAN_BACKPRESSURE") or "8192",

@@ -4,6 +4,7 @@ per edit can be split into the server's share, Django's share and the pipeline's
 
     gunicorn -c gunicorn.conf.py bench.wsgi_floor:application          # no framework at all
     gunicorn -c gunicorn.conf.py bench.wsgi_floor:django_application   # Django's WSGI handler around it
+    gunicorn -c gunicorn.conf.py bench.wsgi_floor:serve_application    # the server alone: no provider call
 
 (FLOOR_PROVIDERS='{"": "http://127.0.0.1:PORT/v1", ...}', as for bench/async_floor.py.)
 
@@ -18,6 +19,9 @@ What makes it a floor: no middleware, no API key check, no route lookup, no vali
 or image headers, no usage rows, no logging or metrics per edit, no retries, fallback or breaker,
 and the answer is passed through without being parsed. The Django variant adds only Django's
 handler: the request object, URL resolution, the request signals and the response object.
+`serve_application` is the server alone: it reads the whole body in 1 MiB reads, parses nothing,
+calls no provider and answers a fixed 1x1 PNG in OpenAI's shape, so its CPU per edit is what the
+server itself costs an edit (head, body, answer, keep-alive) under gunicorn or granian.
 """
 
 from __future__ import annotations
@@ -174,6 +178,19 @@ def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
         status, headers, body = _error("404 Not Found", "No such route.")
     start_response(status, [*headers, ("Content-Length", str(len(body)))])
     return [body]
+
+
+# A 1x1 transparent PNG, as an OpenAI answer: what the serve floor answers every edit.
+PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+SERVED = json.dumps({"created": 0, "data": [{"b64_json": PIXEL}]}).encode()
+
+
+def serve_application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    stream = environ["wsgi.input"]
+    while stream.read(READ_SIZE):
+        pass
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(SERVED)))])
+    return [SERVED]
 
 
 def _django_edit(request: HttpRequest) -> HttpResponse:
