@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
-from gunicorn.http.body import MAX_READ_STEP, Body, LengthReader
+from gunicorn.http.body import MAX_READ_STEP, Body
 from gunicorn.http.unreader import SocketUnreader
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
@@ -134,17 +134,6 @@ class TurnTakingSocket(socket.socket):
         # A file answer (a stored image) waits for the client between pieces: turn given back.
         with turns.waiting():
             return super().sendfile(file, offset, count)
-
-    # Python makes a system call for every settimeout() and setblocking(), and lets the interpreter
-    # go meanwhile, even when nothing changes; gunicorn sets the same mode again and again (the
-    # thread's setblocking(True) after ours, its parser's save and restore around each body drain):
-    # 4 of 7 calls per request, each one more round for the interpreter lock. Unchanged, skipped.
-    def settimeout(self, value: float | None) -> None:
-        if value != self.gettimeout():
-            super().settimeout(value)
-
-    def setblocking(self, flag: bool) -> None:
-        self.settimeout(None if flag else 0.0)
 
 
 class BufferedSocketUnreader(SocketUnreader):
@@ -455,16 +444,6 @@ class GatewayThreadWorker(ThreadWorker):
             self._read_head(conn)  # a head begun during the linger: its header timeout runs from now
             return
         super().finish_request(conn, fs)
-
-    def _keepalive_after(self, conn: TConn, keepalive: bool) -> bool:
-        # A body read to its end (an edit's always is) leaves nothing to drain; gunicorn's drain
-        # sets a deadline on the socket and restores it to find that out: two system calls.
-        body = getattr(conn.parser.mesg, "body", None)
-        if keepalive and isinstance(body, Body) and not body.buf.tell():
-            reader = body.reader
-            if isinstance(reader, LengthReader) and reader.length == 0:
-                return True
-        return bool(super()._keepalive_after(conn, keepalive))
 
     def handle_request(self, req: Any, conn: TConn) -> Any:
         # Every wait for the client from here on (body reads, answer writes) is bounded.
